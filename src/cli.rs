@@ -1,0 +1,281 @@
+//! The command line: its grammar, and every command besides `serve` (which lives in
+//! `main.rs`, next to the runtime it starts).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LoadOptions, UpstreamTarget};
+use crate::jwt::{Algorithm, Claims, OneOrMany, Signer};
+use crate::routes::{Auth, normalize};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "authgate",
+    version,
+    about = "Authentication gateway: TLS, JWT, identity headers"
+)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "AUTHGATE_CONFIG",
+        default_value = "gateway.toml"
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Validate the configuration; print every problem with its line; exit 1 if any.
+    Check,
+    /// Show which route a request matches, what it requires and where it goes.
+    Explain {
+        /// The request method, like GET.
+        method: String,
+        /// A path (`/admin/x?y=1`) or a whole URL.
+        url: String,
+    },
+    /// Key material.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Development tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new signing key: a PKCS#8 PEM private key, or an HMAC secret for HS*.
+    Generate {
+        #[arg(long)]
+        alg: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Sign an access token with the configured signing key (for trying the gateway).
+    Mint {
+        /// The subject (user name).
+        #[arg(long)]
+        sub: String,
+        /// A role to put in the `roles` claim; repeat for more.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime, like "15m" (default: tokens.access_ttl).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+}
+
+/// Logs go to standard error, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(command: Command, config_path: &Path) -> ExitCode {
+    let result = match command {
+        Command::Serve => Err("serve is handled by main".to_owned()),
+        Command::Check => return check(config_path),
+        Command::Explain { method, url } => explain(config_path, &method, &url),
+        Command::Key(KeyCommand::Generate { alg, out, force }) => key_generate(&alg, &out, force),
+        Command::Token(TokenCommand::Mint { sub, roles, ttl }) => {
+            token_mint(config_path, sub, roles, ttl.as_deref())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("authgate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config, String> {
+    Config::load(path, LoadOptions::default()).map_err(|e| e.to_string())
+}
+
+fn check(path: &Path) -> ExitCode {
+    match Config::load(path, LoadOptions::default()) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!(
+                "{}: ok ({} routes, {} upstreams)",
+                path.display(),
+                config.routes.iter().count(),
+                config.upstreams.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for issue in &errors.0 {
+                eprintln!("error: {issue}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain(path: &Path, method: &str, url: &str) -> Result<(), String> {
+    let config = load(path)?;
+    let method: http::Method = method
+        .parse()
+        .map_err(|_| format!("\"{method}\" is not an HTTP method"))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("\"{url}\" is not a URL or path"))?;
+    let mut out = std::io::stdout().lock();
+    let mut say = |label: &str, value: &dyn std::fmt::Display| {
+        let _ = writeln!(out, "{label:<11} {value}");
+    };
+    say(
+        "request",
+        &format!(
+            "{method} {}",
+            uri.path_and_query().map_or("/", |p| p.as_str())
+        ),
+    );
+    let normalized = match normalize(uri.path()) {
+        Ok(p) => p,
+        Err(e) => {
+            say("decision", &format!("400 {}", e.description()));
+            return Ok(());
+        }
+    };
+    say("normalized", &normalized);
+    let Some(route) = config.routes.match_request(&method, &normalized) else {
+        say("decision", &"404 no route matches");
+        return Ok(());
+    };
+    let methods = route.methods.as_ref().map_or_else(
+        || "all".to_owned(),
+        |ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(" "),
+    );
+    say(
+        "route",
+        &format!(
+            "route[{}] path = \"{}\", methods = {methods}",
+            route.index, route.pattern
+        ),
+    );
+    say(
+        "auth",
+        &match route.auth {
+            Auth::Public => "public (no token needed)".to_owned(),
+            Auth::Required if route.required_roles.is_empty() => {
+                "required: a valid access token".to_owned()
+            }
+            Auth::Required => format!(
+                "required: an access token with roles {}",
+                route.required_roles.join(", ")
+            ),
+        },
+    );
+    let upstream = &config.upstreams[route.upstream];
+    let target = match &upstream.target {
+        UpstreamTarget::Echo => "builtin:echo".to_owned(),
+        UpstreamTarget::Http {
+            scheme, authority, ..
+        } => format!("{scheme}://{authority}"),
+    };
+    say(
+        "upstream",
+        &format!(
+            "{} ({target}{})",
+            upstream.name,
+            uri.path_and_query()
+                .map_or(normalized.to_string(), |pq| match pq.query() {
+                    Some(q) => format!("{normalized}?{q}"),
+                    None => normalized.to_string(),
+                })
+        ),
+    );
+    Ok(())
+}
+
+fn key_generate(alg: &str, out: &Path, force: bool) -> Result<(), String> {
+    let alg: Algorithm = alg
+        .parse()
+        .map_err(|_| format!("\"{alg}\" is not a supported algorithm"))?;
+    let text = crate::jwt::generate_key(alg).map_err(|e| e.to_string())?;
+    if out.exists() && !force {
+        return Err(format!(
+            "{} exists; pass --force to replace it",
+            out.display()
+        ));
+    }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("wrote a {alg:?} key to {}", out.display());
+    Ok(())
+}
+
+fn token_mint(
+    path: &Path,
+    sub: String,
+    roles: Vec<String>,
+    ttl: Option<&str>,
+) -> Result<(), String> {
+    let config = load(path)?;
+    let tokens = &config.tokens;
+    let ttl = match ttl {
+        Some(text) => crate::config::parse_duration(text)?,
+        None => tokens.access_ttl,
+    };
+    let signer = Signer::new(tokens.keys[0].clone())
+        .ok_or("the signing key is a public key: it cannot sign")?;
+    let now = crate::gateway::now_secs();
+    let mut jti = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut jti).map_err(|_| "no randomness for the token id")?;
+    let claims = Claims {
+        sub,
+        iat: Some(now),
+        nbf: Some(now),
+        exp: Some(now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2)),
+        jti: Some(jti.iter().map(|b| format!("{b:02x}")).collect()),
+        token_type: Some("access".into()),
+        fresh: Some(false),
+        iss: Some(tokens.issuer.clone()),
+        aud: Some(OneOrMany::One(tokens.audience.clone())),
+        roles: OneOrMany::Many(roles),
+        extra: Default::default(),
+    };
+    let token = signer.sign(&claims).map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,1060 @@
+//! `gateway.toml` → a validated [`Config`] of domain types.
+//!
+//! The file is read strictly (unknown keys are errors) into the private `raw` structs, then
+//! every value is checked and turned into what the rest of the gateway uses: socket
+//! addresses, durations, keys bound to algorithms, compiled routes, TLS configurations. The
+//! hot path never re-validates any of it. Every problem is reported with file, line, key
+//! path and the offending value (secrets excepted), and validation goes on after the first
+//! problem so `authgate check` can list them all.
+
+mod raw;
+mod values;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Method, uri};
+use ipnet::IpNet;
+use toml::Spanned;
+
+use crate::headers;
+use crate::jwt::{Algorithm, Key};
+use crate::routes::{Auth, PathPattern, Route, RouteTable, normalize};
+use crate::tls;
+use raw::{RawConfig, RawPreviousKey, Source};
+pub use values::parse_duration;
+use values::{parse_size, read_source, source_path, trim_secret};
+
+/// Limits a TLS client gets to finish its handshake: a peer that opens a socket and stalls
+/// would otherwise hold it forever (hyper has no such timeout). HAProxy's and Envoy's edge
+/// examples use 10 s or less for the whole request head.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time to receive a request's headers (slowloris): HAProxy's `timeout http-request 10s`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head: above nginx's 8 KiB buffers, below Envoy's 60 KiB default.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Grace for in-flight requests at shutdown: under Kubernetes' 30 s default termination
+/// grace period, so the kubelet's SIGKILL never lands first.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Flask-JWT-Extended's default access-token lifetime.
+pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+/// A week: long enough to stay logged in, short enough that a leaked token dies.
+pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// Clock skew tolerated on `exp` and `nbf`; below the 60 s used by the benchmark's
+/// "expired" check (`exp` = now − 60).
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+pub const DEFAULT_ISSUER: &str = "authgate";
+pub const DEFAULT_AUDIENCE: &str = "authgate";
+pub const DEFAULT_USER_HEADER: &str = "X-Auth-User";
+/// An unreachable upstream should fail fast; nginx's `proxy_connect_timeout` is 60 s, which
+/// is too long for an API behind a gateway.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time from sending a request to the upstream's response headers (nginx
+/// `proxy_read_timeout` 60 s, HAProxy examples 30 s).
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The validated configuration. Cheap to share behind an `Arc`; never mutated.
+#[derive(Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub server: Server,
+    pub admin: Option<Admin>,
+    pub tokens: Tokens,
+    pub identity: Identity,
+    pub upstreams: Vec<Upstream>,
+    pub routes: RouteTable,
+    /// Things that load but deserve a look (`authgate check` prints them).
+    pub warnings: Vec<ConfigIssue>,
+    /// Development material generated because it was missing (logged at start).
+    pub generated: Vec<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct Admin {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug)]
+pub struct Tokens {
+    /// The signing key first, then `previous_keys`.
+    pub keys: Vec<Key>,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway: Duration,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+#[derive(Debug)]
+pub struct Identity {
+    pub user_header: HeaderName,
+    /// Header → claim name, in file order.
+    pub claim_headers: Vec<(HeaderName, String)>,
+    pub forward_authorization: bool,
+}
+
+impl Identity {
+    /// Every header name the gateway sets from a verified token.
+    pub fn header_names(&self) -> impl Iterator<Item = &HeaderName> {
+        std::iter::once(&self.user_header).chain(self.claim_headers.iter().map(|(h, _)| h))
+    }
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub target: UpstreamTarget,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub enum UpstreamTarget {
+    /// `builtin:echo`: answers with the request it got, as JSON.
+    Echo,
+    Http {
+        scheme: uri::Scheme,
+        authority: uri::Authority,
+        /// For https: the TLS client configuration (the upstream's `ca`, or system roots).
+        tls: Option<Arc<rustls::ClientConfig>>,
+    },
+}
+
+/// One problem (or warning) in a config file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}: {}", self.file, line, self.key, self.message),
+            None => write!(f, "{}: {}: {}", self.file, self.key, self.message),
+        }
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How loading may touch the disk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// With `[dev] generate_missing = true`: write generated material to its configured
+    /// path (serving) rather than only holding it in memory (`check`, `explain`).
+    pub write_generated: bool,
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it are resolved from its
+    /// folder.
+    pub fn load(path: &Path, options: LoadOptions) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigIssue {
+                file: path.display().to_string(),
+                line: None,
+                key: "(file)".into(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Config::from_toml_str(&text, path, options)
+    }
+
+    /// Validates config text as if read from `path` (which names it in messages and is the
+    /// base of relative paths).
+    pub fn from_toml_str(
+        text: &str,
+        path: &Path,
+        options: LoadOptions,
+    ) -> Result<Config, ConfigErrors> {
+        let mut ctx = Ctx {
+            file: path.display().to_string(),
+            text,
+            base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            generate: false,
+            write_generated: options.write_generated,
+            generated: Vec::new(),
+        };
+        let raw = ctx.parse()?;
+        let config = ctx.validate(raw, path);
+        if ctx.errors.is_empty()
+            && let Some(config) = config
+        {
+            return Ok(config);
+        }
+        Err(ConfigErrors(ctx.errors))
+    }
+}
+
+/// Validation state: where we are, and what has been found so far.
+struct Ctx<'a> {
+    file: String,
+    text: &'a str,
+    base: PathBuf,
+    errors: Vec<ConfigIssue>,
+    warnings: Vec<ConfigIssue>,
+    generate: bool,
+    write_generated: bool,
+    generated: Vec<PathBuf>,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn issue(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        key: &str,
+        message: String,
+    ) -> ConfigIssue {
+        ConfigIssue {
+            file: self.file.clone(),
+            line: span.map(|s| self.line_of(s.start)),
+            key: key.to_owned(),
+            message,
+        }
+    }
+
+    fn error<T>(&mut self, at: &Spanned<T>, key: &str, message: impl Into<String>) {
+        let issue = self.issue(Some(at.span()), key, message.into());
+        self.errors.push(issue);
+    }
+
+    fn warn<T>(&mut self, at: &Spanned<T>, key: &str, message: impl Into<String>) {
+        let issue = self.issue(Some(at.span()), key, message.into());
+        self.warnings.push(issue);
+    }
+
+    fn parse(&mut self) -> Result<RawConfig, ConfigErrors> {
+        let deserializer = toml::Deserializer::parse(self.text).map_err(|e| {
+            ConfigErrors(vec![self.issue(
+                e.span(),
+                "(syntax)",
+                e.message().to_owned(),
+            )])
+        })?;
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigErrors(vec![self.issue(
+                inner.span(),
+                &key,
+                inner.message().to_owned(),
+            )])
+        })
+    }
+
+    fn duration(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        match value {
+            None => default,
+            Some(v) => match parse_duration(v.get_ref()) {
+                Ok(d) => d,
+                Err(message) => {
+                    self.error(v, key, message);
+                    default
+                }
+            },
+        }
+    }
+
+    fn socket_addr(&mut self, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+        match value.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    value,
+                    key,
+                    format!(
+                        "\"{}\" is not an IP address and port, like \"0.0.0.0:8443\"",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reads key material; when it is missing and `[dev] generate_missing` is on, makes it.
+    fn material(
+        &mut self,
+        source: &Spanned<Source>,
+        key: &str,
+        inline_is_path: bool,
+        make: &dyn Fn() -> Result<String, String>,
+    ) -> Option<Vec<u8>> {
+        if self.generate
+            && let Some(path) = source_path(source.get_ref(), &self.base, inline_is_path)
+            && !path.exists()
+        {
+            return self.generate_at(source, key, &path, make);
+        }
+        match read_source(source.get_ref(), &self.base, inline_is_path) {
+            Ok(bytes) => Some(bytes),
+            Err(message) => {
+                self.error(source, key, message);
+                None
+            }
+        }
+    }
+
+    fn generate_at<T>(
+        &mut self,
+        at: &Spanned<T>,
+        key: &str,
+        path: &Path,
+        make: &dyn Fn() -> Result<String, String>,
+    ) -> Option<Vec<u8>> {
+        let text = match make() {
+            Ok(text) => text,
+            Err(message) => {
+                self.error(at, key, message);
+                return None;
+            }
+        };
+        if self.write_generated {
+            if let Err(e) = write_private(path, text.as_bytes()) {
+                self.error(
+                    at,
+                    key,
+                    format!("cannot write generated {}: {e}", path.display()),
+                );
+                return None;
+            }
+            self.generated.push(path.to_path_buf());
+        } else {
+            self.warn(
+                at,
+                key,
+                format!(
+                    "{} is missing; it will be generated at start (development only)",
+                    path.display()
+                ),
+            );
+        }
+        Some(text.into_bytes())
+    }
+
+    fn validate(&mut self, raw: RawConfig, path: &Path) -> Option<Config> {
+        if let Some(generate) = &raw.dev.generate_missing {
+            self.generate = *generate.get_ref();
+            if self.generate {
+                self.warn(
+                    generate,
+                    "dev.generate_missing",
+                    "missing TLS and signing keys are generated: development only, turn off in production",
+                );
+            }
+        }
+        let server = self.server(&raw.server);
+        let admin = raw.admin.as_ref().and_then(|a| {
+            self.socket_addr(&a.listen, "admin.listen")
+                .map(|listen| Admin { listen })
+        });
+        let tokens = self.tokens(&raw.tokens);
+        let identity = self.identity(&raw.identity);
+        let upstreams = self.upstreams(&raw.upstream);
+        let routes = self.routes(&raw.route, &raw.upstream);
+        if let (Some(server), Some(admin)) = (&server, &admin)
+            && server.listen == admin.listen
+        {
+            self.error(
+                &raw.admin.as_ref()?.listen,
+                "admin.listen",
+                "the admin listener must not share the public listener's address",
+            );
+        }
+        Some(Config {
+            file: path.to_path_buf(),
+            server: server?,
+            admin,
+            tokens: tokens?,
+            identity: identity?,
+            upstreams,
+            routes,
+            warnings: std::mem::take(&mut self.warnings),
+            generated: std::mem::take(&mut self.generated),
+        })
+    }
+
+    fn server(&mut self, raw: &raw::RawServer) -> Option<Server> {
+        let listen = self.socket_addr(&raw.listen, "server.listen");
+        let tls = match &raw.tls {
+            None => {
+                if let Some(ca) = &raw.client_ca {
+                    self.error(
+                        ca,
+                        "server.client_ca",
+                        "client certificates need tls: add server.tls",
+                    );
+                }
+                None
+            }
+            Some(tls) => self.server_tls(tls, raw.client_ca.as_ref()),
+        };
+        let mut trusted_proxies = Vec::new();
+        for (i, proxy) in raw.trusted_proxies.iter().enumerate() {
+            let text = proxy.get_ref();
+            match text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+            {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => self.error(
+                    proxy,
+                    &format!("server.trusted_proxies[{i}]"),
+                    format!("\"{text}\" is not an IP address or CIDR range"),
+                ),
+            }
+        }
+        let max_header_bytes = match &raw.max_header_bytes {
+            None => DEFAULT_MAX_HEADER_BYTES,
+            Some(v) => match parse_size(v.get_ref()) {
+                // hyper's smallest read buffer is 8 KiB.
+                Ok(n) if (8192..=1 << 20).contains(&n) => n as usize,
+                Ok(_) => {
+                    self.error(
+                        v,
+                        "server.max_header_bytes",
+                        format!("\"{}\" is outside 8KiB..1MiB", v.get_ref()),
+                    );
+                    DEFAULT_MAX_HEADER_BYTES
+                }
+                Err(message) => {
+                    self.error(v, "server.max_header_bytes", message);
+                    DEFAULT_MAX_HEADER_BYTES
+                }
+            },
+        };
+        Some(Server {
+            listen: listen?,
+            tls: tls.flatten(),
+            trusted_proxies,
+            tls_handshake_timeout: self.duration(
+                &raw.tls_handshake_timeout,
+                "server.tls_handshake_timeout",
+                DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            ),
+            header_read_timeout: self.duration(
+                &raw.header_read_timeout,
+                "server.header_read_timeout",
+                DEFAULT_HEADER_READ_TIMEOUT,
+            ),
+            max_header_bytes,
+            drain_timeout: self.duration(
+                &raw.drain_timeout,
+                "server.drain_timeout",
+                DEFAULT_DRAIN_TIMEOUT,
+            ),
+        })
+    }
+
+    /// `Some(None)` never happens; the outer option is "could be built".
+    fn server_tls(
+        &mut self,
+        raw: &Spanned<raw::RawTls>,
+        client_ca: Option<&Spanned<String>>,
+    ) -> Option<Option<Arc<rustls::ServerConfig>>> {
+        let tls = raw.get_ref();
+        let cert_path = values::resolve(&self.base, tls.cert.get_ref());
+        let key_path = source_path(tls.key.get_ref(), &self.base, true);
+        let (cert, key) = if self.generate
+            && !cert_path.exists()
+            && key_path.as_ref().is_some_and(|k| !k.exists())
+        {
+            let (cert_pem, key_pem) = match tls::generate_dev_certificate() {
+                Ok(pair) => pair,
+                Err(e) => {
+                    self.error(
+                        raw,
+                        "server.tls",
+                        format!("cannot generate a development certificate: {e}"),
+                    );
+                    return None;
+                }
+            };
+            let key =
+                self.generate_at(&tls.key, "server.tls.key", key_path.as_deref()?, &|| {
+                    Ok(key_pem.clone())
+                })?;
+            let cert = self.generate_at(&tls.cert, "server.tls.cert", &cert_path, &|| {
+                Ok(cert_pem.clone())
+            })?;
+            (cert, key)
+        } else {
+            let cert = match values::read_file(&cert_path) {
+                Ok(c) => Some(c),
+                Err(message) => {
+                    self.error(&tls.cert, "server.tls.cert", message);
+                    None
+                }
+            };
+            let key = self.material(&tls.key, "server.tls.key", true, &|| Err(String::new()));
+            (cert?, key?)
+        };
+        let ca = match client_ca {
+            None => None,
+            Some(ca) => match values::read_file(&values::resolve(&self.base, ca.get_ref())) {
+                Ok(pem) => Some(pem),
+                Err(message) => {
+                    self.error(ca, "server.client_ca", message);
+                    return None;
+                }
+            },
+        };
+        match tls::server_config(&cert, &key, ca.as_deref()) {
+            Ok(config) => Some(Some(config)),
+            Err(e) => {
+                self.error(raw, "server.tls", e.to_string());
+                None
+            }
+        }
+    }
+
+    fn algorithm(&mut self, value: &Spanned<String>, key: &str) -> Option<Algorithm> {
+        match value.get_ref().parse::<Algorithm>() {
+            Ok(alg) => Some(alg),
+            Err(_) => {
+                self.error(
+                    value,
+                    key,
+                    format!(
+                        "\"{}\" is not a supported algorithm (HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn tokens(&mut self, raw: &raw::RawTokens) -> Option<Tokens> {
+        let alg = self.algorithm(&raw.algorithm, "tokens.algorithm");
+        let kid = raw.kid.as_ref().map(|k| k.get_ref().clone());
+        let signing = match (alg, &raw.signing_key, &raw.secret) {
+            (None, _, _) => None,
+            (Some(_), Some(k), Some(_)) => {
+                self.error(
+                    k,
+                    "tokens.signing_key",
+                    "give either signing_key or secret, not both",
+                );
+                None
+            }
+            (Some(alg), None, None) => {
+                self.error(
+                    &raw.algorithm,
+                    "tokens",
+                    format!(
+                        "{alg:?} needs {}",
+                        if is_hmac(alg) {
+                            "a secret"
+                        } else {
+                            "a signing_key"
+                        }
+                    ),
+                );
+                None
+            }
+            (Some(alg), Some(pem), None) => {
+                self.pem_key(alg, pem, "tokens.signing_key", kid.clone())
+            }
+            (Some(alg), None, Some(secret)) => {
+                self.secret_key(alg, secret, "tokens.secret", kid.clone())
+            }
+        };
+        let mut keys: Vec<Key> = signing.into_iter().collect();
+        for (i, prev) in raw.previous_keys.iter().enumerate() {
+            let key_path = format!("tokens.previous_keys[{i}]");
+            if let Some(key) = self.previous_key(prev, &key_path, alg) {
+                keys.push(key);
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, key) in keys.iter().enumerate() {
+            if !seen.insert(key.kid.clone()) {
+                let at = if i == 0 {
+                    raw.algorithm.span()
+                } else {
+                    raw.previous_keys[i - 1].span()
+                };
+                let issue = self.issue(
+                    Some(at),
+                    "tokens.previous_keys",
+                    format!("two keys share the kid \"{}\"", key.kid),
+                );
+                self.errors.push(issue);
+            }
+        }
+        let text = |v: &Option<Spanned<String>>, default: &str| {
+            v.as_ref()
+                .map_or_else(|| default.to_owned(), |s| s.get_ref().clone())
+        };
+        let tokens = Tokens {
+            issuer: text(&raw.issuer, DEFAULT_ISSUER),
+            audience: text(&raw.audience, DEFAULT_AUDIENCE),
+            leeway: self.duration(&raw.leeway, "tokens.leeway", DEFAULT_LEEWAY),
+            access_ttl: self.duration(&raw.access_ttl, "tokens.access_ttl", DEFAULT_ACCESS_TTL),
+            refresh_ttl: self.duration(&raw.refresh_ttl, "tokens.refresh_ttl", DEFAULT_REFRESH_TTL),
+            keys,
+        };
+        (!tokens.keys.is_empty()).then_some(tokens)
+    }
+
+    fn pem_key(
+        &mut self,
+        alg: Algorithm,
+        source: &Spanned<Source>,
+        key: &str,
+        kid: Option<String>,
+    ) -> Option<Key> {
+        if is_hmac(alg) {
+            self.error(
+                source,
+                key,
+                format!("{alg:?} is an HMAC algorithm: give `secret`, not a PEM key"),
+            );
+            return None;
+        }
+        let pem = self.material(source, key, true, &|| {
+            crate::jwt::generate_key(alg).map_err(|e| e.to_string())
+        })?;
+        match Key::from_pem(alg, &pem, kid) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                self.error(source, key, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn secret_key(
+        &mut self,
+        alg: Algorithm,
+        source: &Spanned<Source>,
+        key: &str,
+        kid: Option<String>,
+    ) -> Option<Key> {
+        if matches!(source.get_ref(), Source::Inline(_)) {
+            self.warn(source, key, "the secret is written in the config file; prefer { env = \"VAR\" } or { file = \"path\" }");
+        }
+        let secret = trim_secret(self.material(source, key, false, &|| {
+            crate::jwt::generate_key(alg).map_err(|e| e.to_string())
+        })?);
+        match Key::from_secret(alg, &secret, kid) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                self.error(source, key, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn previous_key(
+        &mut self,
+        raw: &Spanned<RawPreviousKey>,
+        key: &str,
+        default_alg: Option<Algorithm>,
+    ) -> Option<Key> {
+        let prev = raw.get_ref();
+        let alg = match &prev.algorithm {
+            Some(name) => {
+                let spanned = Spanned::new(raw.span(), name.clone());
+                self.algorithm(&spanned, &format!("{key}.algorithm"))?
+            }
+            None => default_alg?,
+        };
+        // Spans of the inner values are not kept by the untagged entry; the entry's own
+        // span names the line.
+        let at = |v: &Source| Spanned::new(raw.span(), v.clone());
+        match (&prev.key, &prev.secret) {
+            (Some(pem), None) => {
+                let source = at(pem);
+                if is_hmac(alg) {
+                    self.error(
+                        &source,
+                        key,
+                        format!("{alg:?} is an HMAC algorithm: give {{ secret = ... }}"),
+                    );
+                    return None;
+                }
+                match read_source(pem, &self.base, true)
+                    .map(|bytes| Key::from_pem(alg, &bytes, prev.kid.clone()))
+                {
+                    Ok(Ok(k)) => Some(k),
+                    Ok(Err(e)) => {
+                        self.error(&source, key, e.to_string());
+                        None
+                    }
+                    Err(message) => {
+                        self.error(&source, key, message);
+                        None
+                    }
+                }
+            }
+            (None, Some(secret)) => self.secret_key(alg, &at(secret), key, prev.kid.clone()),
+            _ => {
+                self.error(raw, key, "give exactly one of key or secret");
+                None
+            }
+        }
+    }
+
+    fn header_name(
+        &mut self,
+        at: &Spanned<String>,
+        key: &str,
+        taken: &mut HashSet<String>,
+    ) -> Option<HeaderName> {
+        let text = at.get_ref();
+        let Ok(name) = HeaderName::from_bytes(text.as_bytes()) else {
+            self.error(at, key, format!("\"{text}\" is not a valid header name"));
+            return None;
+        };
+        let folded = headers::fold(name.as_str());
+        if headers::is_reserved(&folded) {
+            self.error(
+                at,
+                key,
+                format!("\"{text}\" is a header the gateway manages itself"),
+            );
+            return None;
+        }
+        if !taken.insert(folded.into_owned()) {
+            self.error(
+                at,
+                key,
+                format!("\"{text}\" is already used as an identity header"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    fn identity(&mut self, raw: &raw::RawIdentity) -> Option<Identity> {
+        let mut taken = HashSet::new();
+        let default = Spanned::new(0..0, DEFAULT_USER_HEADER.to_owned());
+        let user_header = self.header_name(
+            raw.user_header.as_ref().unwrap_or(&default),
+            "identity.user_header",
+            &mut taken,
+        );
+        let mut claim_headers = Vec::new();
+        for (header, claim) in &raw.claim_headers {
+            let key = format!("identity.claim_headers.{header}");
+            let at = Spanned::new(claim.span(), header.clone());
+            if let Some(name) = self.header_name(&at, &key, &mut taken) {
+                claim_headers.push((name, claim.get_ref().clone()));
+            }
+        }
+        Some(Identity {
+            user_header: user_header?,
+            claim_headers,
+            forward_authorization: raw.forward_authorization,
+        })
+    }
+
+    fn upstreams(&mut self, raw: &[raw::RawUpstream]) -> Vec<Upstream> {
+        let mut upstreams = Vec::new();
+        let mut names = HashSet::new();
+        for (i, up) in raw.iter().enumerate() {
+            let key = format!("upstream[{i}]");
+            let name = up.name.get_ref();
+            if name.is_empty() {
+                self.error(&up.name, &format!("{key}.name"), "an upstream needs a name");
+            } else if !names.insert(name.clone()) {
+                self.error(
+                    &up.name,
+                    &format!("{key}.name"),
+                    format!("two upstreams are named \"{name}\""),
+                );
+            }
+            let connect_timeout = self.duration(
+                &up.connect_timeout,
+                &format!("{key}.connect_timeout"),
+                DEFAULT_CONNECT_TIMEOUT,
+            );
+            let timeout = self.duration(
+                &up.timeout,
+                &format!("{key}.timeout"),
+                DEFAULT_UPSTREAM_TIMEOUT,
+            );
+            if let Some(target) = self.upstream_target(up, &key) {
+                upstreams.push(Upstream {
+                    name: name.clone(),
+                    target,
+                    connect_timeout,
+                    timeout,
+                });
+            }
+        }
+        upstreams
+    }
+
+    fn upstream_target(&mut self, up: &raw::RawUpstream, key: &str) -> Option<UpstreamTarget> {
+        let url = up.url.get_ref();
+        let url_key = format!("{key}.url");
+        if url == "builtin:echo" {
+            if let Some(ca) = &up.ca {
+                self.error(ca, &format!("{key}.ca"), "builtin:echo takes no ca");
+            }
+            return Some(UpstreamTarget::Echo);
+        }
+        let bad = format!("\"{url}\" is not http://host:port, https://host:port or builtin:echo");
+        let Ok(parsed) = url.parse::<http::Uri>() else {
+            self.error(&up.url, &url_key, bad);
+            return None;
+        };
+        let (Some(scheme), Some(authority)) =
+            (parsed.scheme().cloned(), parsed.authority().cloned())
+        else {
+            self.error(&up.url, &url_key, bad);
+            return None;
+        };
+        if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
+            self.error(
+                &up.url,
+                &url_key,
+                format!("\"{url}\": an upstream URL has no path; requests keep theirs"),
+            );
+            return None;
+        }
+        let tls = if scheme == uri::Scheme::HTTPS {
+            let ca = match &up.ca {
+                Some(ca) => match values::read_file(&values::resolve(&self.base, ca.get_ref())) {
+                    Ok(pem) => Some(pem),
+                    Err(message) => {
+                        self.error(ca, &format!("{key}.ca"), message);
+                        return None;
+                    }
+                },
+                None => None,
+            };
+            match tls::client_config(ca.as_deref()) {
+                Ok(config) => Some(Arc::new(config)),
+                Err(e) => {
+                    self.error(
+                        up.ca.as_ref().unwrap_or(&up.url),
+                        &format!("{key}.ca"),
+                        e.to_string(),
+                    );
+                    return None;
+                }
+            }
+        } else if scheme == uri::Scheme::HTTP {
+            if let Some(ca) = &up.ca {
+                self.error(ca, &format!("{key}.ca"), "ca is for https upstreams");
+            }
+            None
+        } else {
+            self.error(&up.url, &url_key, bad);
+            return None;
+        };
+        Some(UpstreamTarget::Http {
+            scheme,
+            authority,
+            tls,
+        })
+    }
+
+    fn routes(&mut self, raw: &[raw::RawRoute], upstreams: &[raw::RawUpstream]) -> RouteTable {
+        let mut routes = Vec::new();
+        for (index, r) in raw.iter().enumerate() {
+            let key = format!("route[{index}]");
+            let pattern = self.route_path(&r.path, &format!("{key}.path"));
+            let methods = r.methods.as_ref().map(|methods| {
+                methods
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, m)| {
+                        let text = m.get_ref();
+                        let valid = !text.is_empty() && text.bytes().all(|b| b.is_ascii_uppercase());
+                        match Method::from_bytes(text.as_bytes()) {
+                            Ok(method) if valid => Some(method),
+                            _ => {
+                                self.error(m, &format!("{key}.methods[{j}]"), format!("\"{text}\" is not an HTTP method (upper case, like \"GET\")"));
+                                None
+                            }
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let auth = match r.auth.as_ref().map(|a| a.get_ref().as_str()) {
+                None | Some("required") => Auth::Required,
+                Some("public") => Auth::Public,
+                Some(other) => {
+                    self.error(
+                        r.auth.as_ref().unwrap_or(&r.path),
+                        &format!("{key}.auth"),
+                        format!("\"{other}\" is neither \"required\" nor \"public\""),
+                    );
+                    Auth::Required
+                }
+            };
+            let required_roles = r
+                .require
+                .as_ref()
+                .map(|req| req.get_ref().roles.clone())
+                .unwrap_or_default();
+            if auth == Auth::Public
+                && let Some(req) = &r.require
+            {
+                self.error(
+                    req,
+                    &format!("{key}.require"),
+                    "a public route cannot require roles",
+                );
+            }
+            let upstream = upstreams
+                .iter()
+                .position(|u| u.name.get_ref() == r.upstream.get_ref());
+            if upstream.is_none() {
+                self.error(
+                    &r.upstream,
+                    &format!("{key}.upstream"),
+                    format!("no upstream named \"{}\"", r.upstream.get_ref()),
+                );
+            }
+            if let (Some(pattern), Some(upstream)) = (pattern, upstream) {
+                routes.push(Route {
+                    index,
+                    pattern,
+                    methods,
+                    auth,
+                    required_roles,
+                    upstream,
+                });
+            }
+        }
+        let table = RouteTable::new(routes);
+        for (route, shadow) in table.unreachable() {
+            let at = &raw[route.index].path;
+            self.warn(
+                at,
+                &format!("route[{}]", route.index),
+                format!(
+                    "can never match: route[{}] has the same path and takes all its methods",
+                    shadow.index
+                ),
+            );
+        }
+        for (i, up) in upstreams.iter().enumerate() {
+            if !table.iter().any(|r| r.upstream == i) {
+                self.warn(
+                    &up.name,
+                    &format!("upstream[{i}]"),
+                    format!("no route uses upstream \"{}\"", up.name.get_ref()),
+                );
+            }
+        }
+        table
+    }
+
+    fn route_path(&mut self, at: &Spanned<String>, key: &str) -> Option<PathPattern> {
+        let text = at.get_ref();
+        let (exact, path) = match text.strip_prefix('=') {
+            Some(rest) => (true, rest),
+            None => (false, text.as_str()),
+        };
+        if path.contains(['?', '#', ';']) {
+            self.error(
+                at,
+                key,
+                format!("\"{text}\": a route path has no query, fragment or ;parameters"),
+            );
+            return None;
+        }
+        match normalize(path) {
+            Ok(canonical) if canonical == path => {}
+            Ok(canonical) => {
+                self.error(
+                    at,
+                    key,
+                    format!(
+                        "\"{text}\" is not in canonical form; write \"{}{canonical}\"",
+                        if exact { "=" } else { "" }
+                    ),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.error(at, key, format!("\"{text}\": {}", e.description()));
+                return None;
+            }
+        }
+        Some(if exact {
+            PathPattern::Exact(path.to_owned())
+        } else if path.len() > 1 {
+            PathPattern::Prefix(path.trim_end_matches('/').to_owned())
+        } else {
+            PathPattern::Prefix("/".to_owned())
+        })
+    }
+}
+
+fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+/// Writes generated key material readable by the owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests;

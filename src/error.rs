@@ -1,0 +1,187 @@
+//! The one error type of the request path and its one mapping to a response.
+//!
+//! Every refusal the gateway makes is an [`Error`]; [`Error::status`] is exhaustive (no
+//! catch-all arm) so a new variant cannot ship without a deliberate status, and
+//! [`Error::to_response`] is the only place an error becomes bytes on the wire: JSON
+//! `{"error", "error_description"}` and, for 401, the RFC 6750 `WWW-Authenticate` header.
+//! Descriptions are fixed strings: nothing a client sent (a token, a password) is echoed.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+
+use crate::body::{self, Body};
+use crate::jwt::TokenError;
+use crate::routes::PathError;
+
+/// Why a request was refused or failed, grouped by whose fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- the client's request is malformed ---
+    #[error("ambiguous or invalid request path: {0}")]
+    Path(#[from] PathError),
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    #[error("no route matches the request")]
+    NotFound,
+    #[error("request body too large")]
+    PayloadTooLarge,
+
+    // --- authentication and authorization ---
+    #[error("no bearer token in the request")]
+    MissingToken,
+    #[error("more than one credential in the request")]
+    ConflictingCredentials,
+    #[error("invalid token: {0}")]
+    InvalidToken(#[from] TokenError),
+    #[error("the token lacks a role the route requires")]
+    InsufficientScope,
+
+    // --- the upstream ---
+    #[error("upstream {upstream} could not be reached")]
+    UpstreamUnreachable {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream {upstream} failed before answering")]
+    UpstreamFailed {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream {upstream} did not answer in time")]
+    UpstreamTimeout { upstream: String },
+
+    // --- ours ---
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// Who is at fault: decides the log level (client faults are not errors of ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Auth,
+    Upstream,
+    Internal,
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Path(_) | Error::BadRequest(_) | Error::ConflictingCredentials => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::MissingToken | Error::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Error::InsufficientScope => StatusCode::FORBIDDEN,
+            Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::Path(_) | Error::BadRequest(_) | Error::NotFound | Error::PayloadTooLarge => {
+                Fault::Client
+            }
+            Error::MissingToken
+            | Error::ConflictingCredentials
+            | Error::InvalidToken(_)
+            | Error::InsufficientScope => Fault::Auth,
+            Error::UpstreamUnreachable { .. }
+            | Error::UpstreamFailed { .. }
+            | Error::UpstreamTimeout { .. } => Fault::Upstream,
+            Error::Internal(_) => Fault::Internal,
+        }
+    }
+
+    /// The machine-readable code of the JSON body (RFC 6750 codes for auth failures).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Path(_) => "invalid_path",
+            Error::BadRequest(_) | Error::ConflictingCredentials => "invalid_request",
+            Error::NotFound => "not_found",
+            Error::PayloadTooLarge => "payload_too_large",
+            Error::MissingToken => "missing_token",
+            Error::InvalidToken(_) => "invalid_token",
+            Error::InsufficientScope => "insufficient_scope",
+            Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => "bad_gateway",
+            Error::UpstreamTimeout { .. } => "gateway_timeout",
+            Error::Internal(_) => "internal_error",
+        }
+    }
+
+    /// A fixed human-readable text; safe to show since it never contains client input.
+    pub fn description(&self) -> &'static str {
+        match self {
+            Error::Path(e) => e.description(),
+            Error::BadRequest(what) | Error::Internal(what) => what,
+            Error::NotFound => "no route matches this request",
+            Error::PayloadTooLarge => "the request body is larger than this route allows",
+            Error::MissingToken => "this route requires a bearer token",
+            Error::ConflictingCredentials => "the request carries more than one credential",
+            Error::InvalidToken(e) => e.description(),
+            Error::InsufficientScope => "the token lacks a role this route requires",
+            Error::UpstreamUnreachable { .. } => "the upstream could not be reached",
+            Error::UpstreamFailed { .. } => "the upstream closed the connection without answering",
+            Error::UpstreamTimeout { .. } => "the upstream did not answer in time",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge, for the statuses that carry one (RFC 6750 §3).
+    fn challenge(&self) -> Option<String> {
+        match self {
+            // No credentials: the bare challenge, no error code.
+            Error::MissingToken => Some(r#"Bearer realm="authgate""#.to_owned()),
+            Error::InvalidToken(_) | Error::InsufficientScope | Error::ConflictingCredentials => {
+                Some(format!(
+                    r#"Bearer realm="authgate", error="{}", error_description="{}""#,
+                    self.code(),
+                    self.description()
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, where that applies.
+    fn retry_after(&self) -> Option<u64> {
+        None
+    }
+
+    pub fn to_response(&self) -> Response<Body> {
+        let mut response = json_response(
+            self.status(),
+            serde_json::json!({ "error": self.code(), "error_description": self.description() }),
+        );
+        let headers = response.headers_mut();
+        if let Some(challenge) = self.challenge() {
+            // Fixed ASCII strings only, so this cannot fail; skip the header rather than panic.
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.insert(WWW_AUTHENTICATE, value);
+            }
+        }
+        if let Some(secs) = self.retry_after() {
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// A JSON response; the one constructor for every body the gateway writes itself.
+pub fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut response = Response::new(body::full(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,73 @@
+//! Header names the gateway manages, and the folded spelling used to compare them.
+//!
+//! Many servers (CGI, PHP, Django, Rails via Rack) read `X_Auth_User` and `x-auth-user` as
+//! the same variable, so a client-sent header is matched against the gateway's identity
+//! headers by its folded spelling: lower case, `_` read as `-`.
+
+use std::borrow::Cow;
+
+use http::HeaderName;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// `name` lower-cased with `_` read as `-`. Header names from `http` are already lower case.
+pub fn fold(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        Cow::Owned(
+            name.bytes()
+                .map(|b| {
+                    if b == b'_' {
+                        '-'
+                    } else {
+                        char::from(b.to_ascii_lowercase())
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+/// Headers the gateway sets or relies on itself; an identity header may not take one of
+/// these (folded) names.
+pub fn is_reserved(folded: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "host",
+        "authorization",
+        "cookie",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "trailer",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "x-request-id",
+        "forwarded",
+        "x-real-ip",
+    ];
+    RESERVED.contains(&folded) || folded.starts_with("x-forwarded-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folding_reads_underscores_as_dashes() {
+        assert_eq!(fold("x-auth-user"), "x-auth-user");
+        assert_eq!(fold("x_auth_user"), "x-auth-user");
+        assert_eq!(fold("X_Auth-USER"), "x-auth-user");
+        assert!(matches!(fold("x-auth-user"), Cow::Borrowed(_)));
+    }
+}

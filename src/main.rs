@@ -1,0 +1,82 @@
+//! The `authgate` binary: parse the command line, then serve or run a command.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use authgate::cli::{Cli, Command};
+use authgate::config::{Config, LoadOptions};
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    authgate::cli::init_logging();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => match serve(&cli.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("authgate: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        command => authgate::cli::run(command, &cli.config),
+    }
+}
+
+fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(
+        path,
+        LoadOptions {
+            write_generated: true,
+        },
+    )?;
+    for file in &config.generated {
+        tracing::warn!(file = %file.display(), "generated missing key material: development only");
+    }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listeners = authgate::Listeners::bind(&config)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        tracing::info!(
+            listen = %config.server.listen,
+            tls = config.server.tls.is_some(),
+            admin = ?config.admin.as_ref().map(|a| a.listen),
+            "authgate serving"
+        );
+        authgate::run(Arc::new(config), listeners, shutdown_signal()).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Resolves at the first SIGTERM or SIGINT. A second signal during the drain exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutdown signal received");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
+    });
+}

@@ -1,0 +1,448 @@
+//! Forwarding to upstreams: the pooled clients (built once per config), the rewrite of the
+//! request that leaves the gateway, streaming of bodies both ways, WebSocket tunnels, and
+//! upstream failures as typed errors.
+//!
+//! Header hygiene runs in a fixed order, so a client cannot use one step against another:
+//! 1. hop-by-hop headers go, and every header `Connection` names;
+//! 2. every client copy of an identity header goes, whatever its case or `_`/`-` spelling;
+//! 3. forwarding headers are rebuilt (a client's own are kept only from trusted proxies);
+//! 4. `Authorization` goes unless `forward_authorization`;
+//! 5. only then are the verified identity headers set.
+//!
+//! Steps 1 and 2 also run on public routes: the upstream must be able to trust that an
+//! identity header always comes from the gateway.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version, uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use ipnet::IpNet;
+
+use crate::body::{self, Body};
+use crate::config::{Config, UpstreamTarget};
+use crate::echo;
+use crate::error::Error;
+use crate::headers;
+use crate::jwt::Claims;
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+
+/// Where a request came from, as the accepting socket saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// What the gateway decided about a request, as forwarding needs it.
+#[derive(Debug)]
+pub struct Forward<'a> {
+    /// The normalized path the route was matched on, when it differs from the request's
+    /// own spelling (`None`: the request's path is already canonical and goes as it is).
+    pub normalized_path: Option<String>,
+    pub upstream: usize,
+    pub claims: Option<&'a Claims>,
+    pub peer: Peer,
+    pub request_id: &'a HeaderValue,
+}
+
+/// The upstream clients and the header policy, built once per config.
+#[derive(Debug)]
+pub struct Proxy {
+    upstreams: Vec<UpstreamClient>,
+    identity: IdentityHeaders,
+    trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug)]
+struct UpstreamClient {
+    name: String,
+    kind: UpstreamKind,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per upstream, built once, never moved"
+)]
+enum UpstreamKind {
+    Echo,
+    Http {
+        scheme: uri::Scheme,
+        authority: uri::Authority,
+        client: HttpClient,
+    },
+}
+
+#[derive(Debug)]
+struct IdentityHeaders {
+    user: HeaderName,
+    claims: Vec<(HeaderName, String)>,
+    /// Folded spellings of every identity header, for stripping client copies.
+    folded: Vec<String>,
+    forward_authorization: bool,
+}
+
+impl Proxy {
+    pub fn new(config: &Config) -> Proxy {
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|up| UpstreamClient {
+                name: up.name.clone(),
+                timeout: up.timeout,
+                kind: match &up.target {
+                    UpstreamTarget::Echo => UpstreamKind::Echo,
+                    UpstreamTarget::Http {
+                        scheme,
+                        authority,
+                        tls,
+                    } => UpstreamKind::Http {
+                        scheme: scheme.clone(),
+                        authority: authority.clone(),
+                        client: http_client(tls.as_deref(), up.connect_timeout),
+                    },
+                },
+            })
+            .collect();
+        let identity = &config.identity;
+        Proxy {
+            upstreams,
+            identity: IdentityHeaders {
+                user: identity.user_header.clone(),
+                claims: identity.claim_headers.clone(),
+                folded: identity
+                    .header_names()
+                    .map(|h| headers::fold(h.as_str()).into_owned())
+                    .collect(),
+                forward_authorization: identity.forward_authorization,
+            },
+            trusted_proxies: config.server.trusted_proxies.clone(),
+        }
+    }
+
+    pub fn upstream_name(&self, index: usize) -> &str {
+        self.upstreams.get(index).map_or("", |u| u.name.as_str())
+    }
+
+    /// Whether the peer's own forwarding headers are believed.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Removes every client copy of an identity header. Runs on every request, public
+    /// routes included.
+    pub fn strip_identity(&self, headers: &mut HeaderMap) {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                let folded = headers::fold(name.as_str());
+                self.identity.folded.iter().any(|f| *f == folded)
+            })
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
+    }
+
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        fwd: Forward<'_>,
+    ) -> Result<Response<Body>, Error> {
+        let upstream = self
+            .upstreams
+            .get(fwd.upstream)
+            .ok_or(Error::Internal("route names an unknown upstream"))?;
+        let upgrade = websocket_upgrade(&req);
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, incoming) = req.into_parts();
+
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        strip_hop_by_hop(&mut parts.headers);
+        self.strip_identity(&mut parts.headers);
+        self.set_forwarding(&mut parts.headers, &fwd, host.as_ref());
+        if !self.identity.forward_authorization {
+            parts.headers.remove(header::AUTHORIZATION);
+        }
+        if let Some(claims) = fwd.claims {
+            self.set_identity(&mut parts.headers, claims);
+        }
+        if let Some(protocol) = &upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+        }
+        parts
+            .headers
+            .insert(headers::X_REQUEST_ID.clone(), fwd.request_id.clone());
+        parts.version = Version::HTTP_11;
+        let unforwardable = || Error::BadRequest("the request target cannot be forwarded");
+        let path_and_query = match &fwd.normalized_path {
+            None => parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .ok_or_else(unforwardable)?,
+            Some(path) => uri::PathAndQuery::try_from(match parts.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.clone(),
+            })
+            .map_err(|_| unforwardable())?,
+        };
+
+        let (scheme, authority, client) = match &upstream.kind {
+            UpstreamKind::Echo => {
+                parts.uri = Uri::from(path_and_query);
+                return Ok(echo::respond(Request::from_parts(parts, incoming)).await);
+            }
+            UpstreamKind::Http {
+                scheme,
+                authority,
+                client,
+            } => (scheme, authority, client),
+        };
+        parts.uri = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| unforwardable())?;
+        if parts.headers.get(header::HOST).is_none() {
+            // hyper would set the upstream's authority; keep the client's view instead.
+            if let Some(host) = host {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
+
+        let sent = client.request(Request::from_parts(parts, incoming));
+        let mut response = match tokio::time::timeout(upstream.timeout, sent).await {
+            Err(_) => {
+                return Err(Error::UpstreamTimeout {
+                    upstream: upstream.name.clone(),
+                });
+            }
+            Ok(Err(source)) if source.is_connect() => {
+                return Err(Error::UpstreamUnreachable {
+                    upstream: upstream.name.clone(),
+                    source,
+                });
+            }
+            Ok(Err(source)) => {
+                return Err(Error::UpstreamFailed {
+                    upstream: upstream.name.clone(),
+                    source,
+                });
+            }
+            Ok(Ok(response)) => response,
+        };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            return Ok(response.map(body::stream));
+        }
+        strip_hop_by_hop(response.headers_mut());
+        Ok(response.map(body::stream))
+    }
+
+    fn set_forwarding(
+        &self,
+        headers: &mut HeaderMap,
+        fwd: &Forward<'_>,
+        host: Option<&HeaderValue>,
+    ) {
+        let ip = fwd.peer.addr.ip().to_canonical();
+        let proto = HeaderValue::from_static(if fwd.peer.tls { "https" } else { "http" });
+        let peer_value =
+            HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+        if self.is_trusted(ip) {
+            // Keep the chain the trusted proxy built and append the hop we saw.
+            let chain = headers
+                .get_all(&headers::X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let xff = if chain.is_empty() {
+                peer_value
+            } else {
+                HeaderValue::from_str(&format!("{chain}, {ip}")).unwrap_or(peer_value)
+            };
+            headers.insert(headers::X_FORWARDED_FOR.clone(), xff);
+            if !headers.contains_key(&headers::X_FORWARDED_PROTO) {
+                headers.insert(headers::X_FORWARDED_PROTO.clone(), proto);
+            }
+            if !headers.contains_key(&headers::X_FORWARDED_HOST)
+                && let Some(host) = host
+            {
+                headers.insert(headers::X_FORWARDED_HOST.clone(), host.clone());
+            }
+            return;
+        }
+        let untrusted: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                let folded = headers::fold(name.as_str());
+                folded.starts_with("x-forwarded-") || folded == "forwarded" || folded == "x-real-ip"
+            })
+            .cloned()
+            .collect();
+        for name in untrusted {
+            headers.remove(name);
+        }
+        headers.insert(headers::X_FORWARDED_FOR.clone(), peer_value);
+        headers.insert(headers::X_FORWARDED_PROTO.clone(), proto);
+        if let Some(host) = host {
+            headers.insert(headers::X_FORWARDED_HOST.clone(), host.clone());
+        }
+    }
+
+    fn set_identity(&self, headers: &mut HeaderMap, claims: &Claims) {
+        if let Ok(user) = HeaderValue::from_str(&claims.sub) {
+            headers.insert(self.identity.user.clone(), user);
+        }
+        for (name, claim) in &self.identity.claims {
+            if let Some(text) = claims.header_text(claim)
+                && let Ok(value) = HeaderValue::from_str(&text)
+            {
+                headers.insert(name.clone(), value);
+            }
+        }
+    }
+}
+
+fn http_client(tls: Option<&rustls::ClientConfig>, connect_timeout: Duration) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let tls = tls
+        .cloned()
+        .unwrap_or_else(crate::tls::client_config_without_roots);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// The `Upgrade` value of an HTTP/1.1 WebSocket handshake, if this is one.
+fn websocket_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let upgrade = req.headers().get(header::UPGRADE)?;
+    let connection_upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    (connection_upgrade && upgrade.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .then(|| upgrade.clone())
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including every header `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &headers::KEEP_ALIVE,
+        &headers::PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Copies bytes both ways between the client's and the upstream's upgraded connections
+/// until either side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        tracing::debug!("an upgrade was abandoned before both sides switched protocols");
+        return;
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "tunnel closed with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Auth-User, x-custom"),
+        );
+        h.insert("x-auth-user", HeaderValue::from_static("mallory"));
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["x-kept"]
+        );
+    }
+
+    #[test]
+    fn websocket_upgrade_needs_both_headers() {
+        let req = Request::builder()
+            .header("connection", "keep-alive, Upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .expect("request");
+        assert!(websocket_upgrade(&req).is_some());
+        let req = Request::builder()
+            .header("upgrade", "websocket")
+            .body(())
+            .expect("request");
+        assert!(websocket_upgrade(&req).is_none());
+    }
+}

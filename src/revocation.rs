@@ -1,0 +1,109 @@
+//! Revocations as the hot path sees them: an in-memory concurrent map, consulted on every
+//! authenticated request.
+//!
+//! Two kinds of entries: a revoked token id (`jti`), kept until the token would have
+//! expired anyway; and a per-user instant before which every token of that user is
+//! refused (`user revoke`, a disabled account). The maps are `DashMap`s: lookups take a
+//! shard read lock for a few nanoseconds and never across an `.await`; values are `Copy`,
+//! so nothing borrowed leaves this module.
+//!
+//! This module only holds the state; making a revocation durable (store first, then this
+//! map, then the answer) is the job of its callers.
+
+use dashmap::DashMap;
+
+/// Shared by every request through an `Arc`; it outlives config reloads.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    /// Revoked `jti` → the token's `exp`, after which the entry can go.
+    tokens: DashMap<String, i64>,
+    /// User → instant (seconds): tokens issued before it are refused.
+    users: DashMap<String, i64>,
+}
+
+impl Revocations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a token with these claims has been revoked.
+    pub fn is_revoked(&self, jti: Option<&str>, sub: &str, iat: Option<i64>) -> bool {
+        if let Some(jti) = jti
+            && self.tokens.contains_key(jti)
+        {
+            return true;
+        }
+        if self.users.is_empty() {
+            return false;
+        }
+        match self.users.get(sub).map(|before| *before) {
+            // A token without `iat` cannot prove it came after the revocation.
+            Some(before) => iat.is_none_or(|iat| iat < before),
+            None => false,
+        }
+    }
+
+    pub fn revoke_token(&self, jti: &str, exp: i64) {
+        self.tokens.insert(jti.to_owned(), exp);
+    }
+
+    /// Refuses every token of `user` issued before `instant`. A later instant replaces an
+    /// earlier one; an earlier one never loosens a later one.
+    pub fn revoke_user_before(&self, user: &str, instant: i64) {
+        self.users
+            .entry(user.to_owned())
+            .and_modify(|before| *before = (*before).max(instant))
+            .or_insert(instant);
+    }
+
+    /// Drops token entries whose `exp` (plus `leeway`) has passed: those tokens are refused
+    /// as expired anyway.
+    pub fn purge_expired(&self, now: i64, leeway_secs: i64) {
+        self.tokens
+            .retain(|_, exp| exp.saturating_add(leeway_secs) > now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len() + self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.users.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoked_jti_is_refused_until_purged() {
+        let r = Revocations::new();
+        assert!(!r.is_revoked(Some("a"), "alice", Some(10)));
+        r.revoke_token("a", 100);
+        assert!(r.is_revoked(Some("a"), "alice", Some(10)));
+        assert!(!r.is_revoked(Some("b"), "alice", Some(10)));
+        r.purge_expired(100, 30);
+        assert!(
+            r.is_revoked(Some("a"), "alice", Some(10)),
+            "still inside leeway"
+        );
+        r.purge_expired(131, 30);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn user_revocation_refuses_older_tokens_only() {
+        let r = Revocations::new();
+        r.revoke_user_before("alice", 50);
+        assert!(r.is_revoked(None, "alice", Some(49)));
+        assert!(!r.is_revoked(None, "alice", Some(50)));
+        assert!(r.is_revoked(None, "alice", None));
+        assert!(!r.is_revoked(None, "bob", Some(1)));
+        r.revoke_user_before("alice", 10);
+        assert!(
+            r.is_revoked(None, "alice", Some(49)),
+            "an earlier instant never loosens"
+        );
+    }
+}
