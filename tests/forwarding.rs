@@ -1,0 +1,373 @@
+//! Forwarding through the real gateway: upstream failures, streaming, HTTP/2, WebSocket
+//! tunnels, plain HTTP, mTLS, the TLS handshake timeout and the admin listener.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use authgate::jwt::Algorithm;
+use common::{Gateway, Setup, Upstream};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest as _};
+
+const MIB: usize = 1024 * 1024;
+
+fn routes_to(upstream_url: &str, setup: &Setup) -> String {
+    format!(
+        "{}\n[[upstream]]\nname = \"other\"\nurl = \"{upstream_url}\"\nconnect_timeout = \"1s\"\ntimeout = \"1s\"\n\n[[route]]\npath = \"/other\"\nupstream = \"other\"\n\n[[route]]\npath = \"/\"\nupstream = \"app\"\n",
+        setup.head()
+    )
+}
+
+async fn json_error(resp: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.expect("json body");
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_refuses_connections_is_502() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let gw = setup.start_with(&routes_to(&url, &setup)).await;
+    let resp = setup
+        .client()
+        .get(gw.url("/other/x"))
+        .bearer_auth(setup.token("alice", &[]))
+        .send()
+        .await
+        .expect("send");
+    let (status, body) = json_error(resp).await;
+    assert_eq!(status, 502);
+    assert_eq!(body["error"], "bad_gateway");
+    assert_eq!(body["error_description"], "the upstream could not be reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_resets_is_502() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    // Reads the request, then closes without a response.
+    let resetter = tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            drop(stream);
+        }
+    });
+    let gw = setup.start_with(&routes_to(&url, &setup)).await;
+    let resp = setup
+        .client()
+        .get(gw.url("/other/x"))
+        .bearer_auth(setup.token("alice", &[]))
+        .send()
+        .await
+        .expect("send");
+    let (status, body) = json_error(resp).await;
+    assert_eq!(status, 502);
+    assert_eq!(body["error"], "bad_gateway");
+    assert_eq!(body["error_description"], "the upstream closed the connection without answering");
+    resetter.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_is_504_after_its_timeout() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let gw = setup.start().await;
+    let started = Instant::now();
+    let resp = setup
+        .client()
+        .get(gw.url("/slow"))
+        .bearer_auth(setup.token("alice", &[]))
+        .send()
+        .await
+        .expect("send");
+    let elapsed = started.elapsed();
+    let (status, body) = json_error(resp).await;
+    assert_eq!(status, 504);
+    assert_eq!(body["error"], "gateway_timeout");
+    // The harness's upstream timeout is 2 s and its slow answer takes 3 s.
+    assert!(elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_millis(2900), "{elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5_mib_body_streams_both_ways_intact() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let gw = setup.start().await;
+    let body: Vec<u8> = (0..5 * MIB).map(|i| (i * 7 % 251) as u8).collect();
+    for client in [setup.http1_client(), setup.client()] {
+        let resp = client
+            .post(gw.url("/echo-body"))
+            .bearer_auth(setup.token("alice", &[]))
+            .body(body.clone())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        let got = resp.bytes().await.expect("body");
+        assert_eq!(got.len(), body.len());
+        assert!(got == body, "the echoed body differs");
+    }
+    assert_eq!(setup.upstream.received().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_tls_is_negotiated_by_alpn_and_forwarded() {
+    let setup = Setup::new(Algorithm::ES256).await;
+    let gw = setup.start().await;
+    let token = setup.token("alice", &["admin"]);
+    let (status, version, body) = common::h2_get(gw.addr, &setup.pki.ca_pem, "/admin/h2?x=1", &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(version, http::Version::HTTP_2);
+    assert!(body.contains("\"user\":\"alice\""), "{body}");
+    let got = setup.upstream.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].path_and_query, "/admin/h2?x=1");
+    assert_eq!(got[0].version, http::Version::HTTP_11, "the upstream is spoken to in HTTP/1.1");
+    assert_eq!(got[0].headers["host"], format!("localhost:{}", gw.addr.port()));
+    assert_eq!(got[0].headers["x-forwarded-host"], format!("localhost:{}", gw.addr.port()));
+    // Refusals over HTTP/2 too.
+    let (status, _, _) = common::h2_get(gw.addr, &setup.pki.ca_pem, "/admin/h2", "bad.token.here").await;
+    assert_eq!(status, 401);
+    assert_eq!(setup.upstream.received().len(), 1);
+}
+
+/// A WebSocket echo upstream that records the identity header of each handshake.
+async fn websocket_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let log = log.clone();
+            tokio::spawn(async move {
+                let callback = |req: &tungstenite::handshake::server::Request, resp| {
+                    let user = req
+                        .headers()
+                        .get("x-auth-user")
+                        .map(|v| v.to_str().unwrap_or("").to_owned());
+                    log.lock().expect("lock").push(user);
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        let _ = ws.send(msg).await;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_are_authenticated_then_tunnelled() {
+    let setup = Setup::new(Algorithm::ES256).await;
+    let (ws_url, seen) = websocket_upstream().await;
+    let config = format!(
+        "{}\n[[upstream]]\nname = \"ws\"\nurl = \"{ws_url}\"\n\n[[route]]\npath = \"/ws\"\nupstream = \"ws\"\n",
+        setup.head()
+    );
+    let gw = setup.start_with(&config).await;
+    let url = format!("wss://localhost:{}/ws/chat", gw.addr.port());
+
+    // Without a token: refused with 401 before any upstream handshake.
+    let tls = common::tls_connect(gw.addr, &setup.pki.ca_pem, &[b"http/1.1"]).await;
+    let request = url.as_str().into_client_request().expect("request");
+    match tokio_tungstenite::client_async(request, tls).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected a 401 handshake refusal, got {other:?}"),
+    }
+    assert!(seen.lock().expect("lock").is_empty(), "the upstream saw no handshake");
+
+    // With a token: the handshake reaches the upstream with the identity, then frames
+    // flow both ways.
+    let tls = common::tls_connect(gw.addr, &setup.pki.ca_pem, &[b"http/1.1"]).await;
+    let mut request = url.as_str().into_client_request().expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", setup.token("carol", &[])).parse().expect("header"),
+    );
+    request.headers_mut().insert("x-auth-user", "mallory".parse().expect("header"));
+    let (mut ws, resp) = tokio_tungstenite::client_async(request, tls).await.expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    for text in ["hello", "world"] {
+        ws.send(Message::text(text)).await.expect("send");
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .expect("a frame")
+            .expect("no error");
+        assert_eq!(echoed.into_text().expect("text").as_str(), text);
+    }
+    ws.close(None).await.expect("close");
+    assert_eq!(seen.lock().expect("lock").as_slice(), &[Some("carol".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_is_served_when_tls_is_omitted() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let config = setup
+        .standard_config()
+        .replace("tls = { cert = \"server.crt\", key = \"server.key\" }\n", "");
+    let gw = setup.start_with(&config).await;
+    let resp = reqwest::Client::new()
+        .get(gw.http_url("/x"))
+        .bearer_auth(setup.token("alice", &[]))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let got = setup.upstream.received();
+    assert_eq!(got[0].headers["x-forwarded-proto"], "http");
+    assert_eq!(got[0].headers["x-auth-user"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_cut_off() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let config = setup
+        .standard_config()
+        .replace("listen = \"127.0.0.1:0\"\ntls", "listen = \"127.0.0.1:0\"\ntls_handshake_timeout = \"500ms\"\ntls");
+    let gw = setup.start_with(&config).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    // Send nothing: the gateway must close the socket at its handshake timeout.
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed by the gateway: {read:?}");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    // A TLS 1.1-only or garbage client is refused without affecting others.
+    stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    assert!(!String::from_utf8_lossy(&out).contains("200"), "no HTTP over a TLS port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_requires_a_client_certificate_from_the_ca() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let config = setup
+        .standard_config()
+        .replace("tls = { cert = \"server.crt\", key = \"server.key\" }", "tls = { cert = \"server.crt\", key = \"server.key\" }\nclient_ca = \"ca.crt\"");
+    let gw = setup.start_with(&config).await;
+    let token = setup.token("alice", &[]);
+
+    let without = setup.client().get(gw.url("/x")).bearer_auth(&token).send().await;
+    assert!(without.is_err(), "a client without a certificate is refused at the handshake");
+
+    let identity = reqwest::Identity::from_pem(
+        format!("{}{}", setup.pki.client_cert_pem, setup.pki.client_key_pem).as_bytes(),
+    )
+    .expect("identity");
+    let with = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(setup.pki.ca_pem.as_bytes()).expect("ca")])
+        .identity(identity)
+        .build()
+        .expect("client")
+        .get(gw.url("/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(with.status(), 200);
+    assert_eq!(setup.upstream.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_answers_health_and_readiness_and_nothing_else() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let gw = setup.start().await;
+    let admin = gw.admin.expect("admin listener");
+    let client = reqwest::Client::new();
+    let health = client.get(format!("http://{admin}/healthz")).send().await.expect("send");
+    assert_eq!(health.status(), 200);
+    let ready = client.get(format!("http://{admin}/readyz")).send().await.expect("send");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.json::<serde_json::Value>().await.expect("json")["status"], "ready");
+    let other = client.get(format!("http://{admin}/x")).send().await.expect("send");
+    assert_eq!(other.status(), 404);
+    // /healthz on the public port is an ordinary request: routed, and here it needs a token.
+    let public = setup.client().get(gw.url("/healthz")).send().await.expect("send");
+    assert_eq!(public.status(), 401);
+    assert!(setup.upstream.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_upstream_shows_what_an_upstream_would_get() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let config = format!(
+        "{}\n[[upstream]]\nname = \"echo\"\nurl = \"builtin:echo\"\n\n[[route]]\npath = \"/\"\nupstream = \"echo\"\n",
+        setup.head()
+    );
+    let gw = setup.start_with(&config).await;
+    let resp = setup
+        .client()
+        .post(gw.url("/a/./b/../c?q=1&r=%2e"))
+        .bearer_auth(setup.token("dave", &["ops", "dev"]))
+        .header("X-Auth-User", "mallory")
+        .body("12345")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let echo: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["query"], "q=1&r=%2e");
+    assert_eq!(echo["headers"]["x-auth-user"], "dave");
+    assert_eq!(echo["headers"]["x-auth-roles"], "ops,dev");
+    assert_eq!(echo["body_bytes"], 5);
+    assert!(echo["headers"].get("authorization").is_none());
+    // reqwest already resolves dot segments; the normalized path is what arrives.
+    assert_eq!(echo["path"], "/a/c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_material_is_generated_when_missing_and_enabled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upstream = Upstream::start().await;
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+tls = {{ cert = "certs/server.crt", key = "certs/server.key" }}
+
+[tokens]
+algorithm = "ES256"
+signing_key = "certs/jwt-signing.pem"
+
+[dev]
+generate_missing = true
+
+[[upstream]]
+name = "app"
+url = "{}"
+
+[[route]]
+path = "/"
+upstream = "app"
+auth = "public"
+"#,
+        upstream.url()
+    );
+    let gw = Gateway::start(dir.path(), &config).await;
+    for file in ["certs/server.crt", "certs/server.key", "certs/jwt-signing.pem"] {
+        assert!(dir.path().join(file).exists(), "{file} generated");
+    }
+    let cert = std::fs::read_to_string(dir.path().join("certs/server.crt")).expect("cert");
+    let resp = common::client(&cert, true).get(gw.url("/x")).send().await.expect("send");
+    assert_eq!(resp.status(), 200, "the generated certificate serves localhost");
+    gw.stop().await;
+}
