@@ -201,18 +201,9 @@ fn explain(path: &Path, method: &str, url: &str) -> Result<(), String> {
             scheme, authority, ..
         } => format!("{scheme}://{authority}"),
     };
-    say(
-        "upstream",
-        &format!(
-            "{} ({target}{})",
-            upstream.name,
-            uri.path_and_query()
-                .map_or(normalized.to_string(), |pq| match pq.query() {
-                    Some(q) => format!("{normalized}?{q}"),
-                    None => normalized.to_string(),
-                })
-        ),
-    );
+    say("upstream", &format!("{} ({target})", upstream.name));
+    let query = uri.query().map_or_else(String::new, |q| format!("?{q}"));
+    say("forwarded", &format!("{method} {normalized}{query}"));
     Ok(())
 }
 

@@ -82,6 +82,8 @@ pub struct Server {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub drain_timeout: Duration,
+    /// Runtime worker threads; `None`: one per available core.
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -401,6 +403,7 @@ impl Ctx<'_> {
         let routes = self.routes(&raw.route, &raw.upstream);
         if let (Some(server), Some(admin)) = (&server, &admin)
             && server.listen == admin.listen
+            && server.listen.port() != 0
         {
             self.error(
                 &raw.admin.as_ref()?.listen,
@@ -490,6 +493,17 @@ impl Ctx<'_> {
                 "server.drain_timeout",
                 DEFAULT_DRAIN_TIMEOUT,
             ),
+            worker_threads: match &raw.worker_threads {
+                Some(n) if !(1..=1024).contains(n.get_ref()) => {
+                    self.error(
+                        n,
+                        "server.worker_threads",
+                        format!("{} is outside 1..1024", n.get_ref()),
+                    );
+                    None
+                }
+                n => n.as_ref().map(|n| *n.get_ref()),
+            },
         })
     }
 

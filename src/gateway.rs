@@ -67,7 +67,10 @@ impl Gateway {
         let started = Instant::now();
         let request_id = self.request_id(req.headers(), peer);
         let method = req.method().clone();
-        let mut log = AccessLog::default();
+        let mut log = AccessLog {
+            enabled: tracing::enabled!(target: "authgate::access", tracing::Level::INFO),
+            ..AccessLog::default()
+        };
         let mut response = match self.process(req, peer, &request_id, &mut log).await {
             Ok(response) => response,
             Err(error) => {
@@ -115,7 +118,9 @@ impl Gateway {
             Cow::Owned(path) => Some(path),
         };
         let path = normalized.as_deref().unwrap_or(req.uri().path());
-        log.path = Some(path.to_owned());
+        if log.enabled {
+            log.path = Some(path.to_owned());
+        }
         let route = self
             .config
             .routes
@@ -129,7 +134,9 @@ impl Gateway {
             Auth::Public => None,
             Auth::Required => Some(self.authenticate(req.headers())?),
         };
-        log.user = claims.as_ref().map(|c| c.sub.clone());
+        if log.enabled {
+            log.user = claims.as_ref().map(|c| c.sub.clone());
+        }
 
         // 3. authorize
         authorize(route, claims.as_ref())?;
@@ -175,6 +182,8 @@ impl Gateway {
 /// What the access log line says about a request, filled in as the phases learn it.
 #[derive(Debug, Default)]
 struct AccessLog<'a> {
+    /// Whether the line will be written: what only the log needs is not copied otherwise.
+    enabled: bool,
     path: Option<String>,
     route: Option<usize>,
     user: Option<String>,

@@ -36,10 +36,23 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    // One core (a pinned process, a container with one CPU): a current-thread runtime,
+    // which costs measurably less per request than a one-worker multi-thread runtime
+    // (shared/bench/FLOOR.md). Blocking work still has its own thread pool.
+    let workers = config.server.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
     runtime.block_on(async {
         let listeners = authgate::Listeners::bind(&config)
             .await
@@ -48,6 +61,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             listen = %config.server.listen,
             tls = config.server.tls.is_some(),
             admin = ?config.admin.as_ref().map(|a| a.listen),
+            workers,
             "authgate serving"
         );
         authgate::run(Arc::new(config), listeners, shutdown_signal()).await;

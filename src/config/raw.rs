@@ -37,6 +37,7 @@ pub(super) struct RawServer {
     pub(super) header_read_timeout: Option<Spanned<String>>,
     pub(super) max_header_bytes: Option<Spanned<String>>,
     pub(super) drain_timeout: Option<Spanned<String>>,
+    pub(super) worker_threads: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
