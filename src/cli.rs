@@ -122,11 +122,13 @@ fn check(path: &Path) -> ExitCode {
             for warning in &config.warnings {
                 eprintln!("warning: {warning}");
             }
+            let count =
+                |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
             println!(
-                "{}: ok ({} routes, {} upstreams)",
+                "{}: ok ({}, {})",
                 path.display(),
-                config.routes.iter().count(),
-                config.upstreams.len()
+                count(config.routes.iter().count(), "route"),
+                count(config.upstreams.len(), "upstream")
             );
             ExitCode::SUCCESS
         }
@@ -230,6 +232,10 @@ fn key_generate(alg: &str, out: &Path, force: bool) -> Result<(), String> {
         .mode(0o600)
         .open(out)
         .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    // `mode` only applies to a new file; a replaced one must not keep looser permissions.
+    use std::os::unix::fs::PermissionsExt as _;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot restrict {}: {e}", out.display()))?;
     file.write_all(text.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     println!("wrote a {alg:?} key to {}", out.display());

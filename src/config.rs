@@ -218,7 +218,7 @@ impl Config {
         {
             return Ok(config);
         }
-        Err(ConfigErrors(ctx.errors))
+        Err(ConfigErrors(sorted(ctx.errors)))
     }
 }
 
@@ -267,6 +267,8 @@ impl Ctx<'_> {
         self.warnings.push(issue);
     }
 
+    /// Deserializes the file. Unknown keys become errors but do not stop validation; any
+    /// other deserialization error does (the structure is not there to validate).
     fn parse(&mut self) -> Result<RawConfig, ConfigErrors> {
         let deserializer = toml::Deserializer::parse(self.text).map_err(|e| {
             ConfigErrors(vec![self.issue(
@@ -275,14 +277,26 @@ impl Ctx<'_> {
                 e.message().to_owned(),
             )])
         })?;
-        serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = e.path().to_string();
+        let mut unknown = Vec::new();
+        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(raw::ignored_path(&path));
+        let parsed = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+            deserializer,
+            &mut on_unknown,
+        ));
+        for path in unknown {
+            let issue = self.issue(
+                raw::key_span(self.text, &path),
+                &raw::display_path(&path),
+                raw::unknown_key_message(&path),
+            );
+            self.errors.push(issue);
+        }
+        parsed.map_err(|e| {
+            let key = raw::display_path(&raw::error_path(e.path()));
             let inner = e.into_inner();
-            ConfigErrors(vec![self.issue(
-                inner.span(),
-                &key,
-                inner.message().to_owned(),
-            )])
+            let issue = self.issue(inner.span(), &key, inner.message().to_owned());
+            self.errors.push(issue);
+            ConfigErrors(sorted(std::mem::take(&mut self.errors)))
         })
     }
 
@@ -621,6 +635,15 @@ impl Ctx<'_> {
                 self.secret_key(alg, secret, "tokens.secret", kid.clone())
             }
         };
+        if let (Some(key), Some(at)) = (&signing, &raw.signing_key)
+            && !key.can_sign()
+        {
+            self.warn(
+                at,
+                "tokens.signing_key",
+                "a public key verifies tokens but cannot sign them (token mint, login)",
+            );
+        }
         let mut keys: Vec<Key> = signing.into_iter().collect();
         for (i, prev) in raw.previous_keys.iter().enumerate() {
             let key_path = format!("tokens.previous_keys[{i}]");
@@ -1036,7 +1059,11 @@ impl Ctx<'_> {
                 return None;
             }
             Err(e) => {
-                self.error(at, key, format!("\"{text}\": {}", e.description()));
+                self.error(
+                    at,
+                    key,
+                    format!("\"{text}\" is not a valid route path: {e}"),
+                );
                 return None;
             }
         }
@@ -1048,6 +1075,12 @@ impl Ctx<'_> {
             PathPattern::Prefix("/".to_owned())
         })
     }
+}
+
+/// Issues in file order (those without a line first), so `check` reads top to bottom.
+fn sorted(mut issues: Vec<ConfigIssue>) -> Vec<ConfigIssue> {
+    issues.sort_by_key(|issue| issue.line);
+    issues
 }
 
 fn is_hmac(alg: Algorithm) -> bool {

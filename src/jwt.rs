@@ -47,6 +47,8 @@ pub enum TokenError {
     NotAccessToken,
     #[error("token revoked")]
     Revoked,
+    #[error("a claim cannot be forwarded")]
+    UnforwardableClaim,
 }
 
 impl TokenError {
@@ -65,6 +67,7 @@ impl TokenError {
             TokenError::WrongAudience => "the token audience is not accepted",
             TokenError::NotAccessToken => "the token is not an access token",
             TokenError::Revoked => "the token has been revoked",
+            TokenError::UnforwardableClaim => "a token claim cannot be forwarded as a header",
         }
     }
 }
@@ -213,16 +216,21 @@ struct Header<'a> {
     alg: Cow<'a, str>,
     #[serde(borrow, default)]
     kid: Option<Cow<'a, str>>,
-    #[serde(default)]
-    jku: Option<IgnoredAny>,
-    #[serde(default)]
-    x5u: Option<IgnoredAny>,
-    #[serde(default)]
-    jwk: Option<IgnoredAny>,
-    #[serde(default)]
-    x5c: Option<IgnoredAny>,
-    #[serde(default)]
-    crit: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    jku: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5u: bool,
+    #[serde(default, deserialize_with = "present")]
+    jwk: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5c: bool,
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// True for any value, `null` included: these parameters are refused by their presence.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// The name an algorithm has in a JOSE header.
@@ -289,12 +297,7 @@ impl Verifier {
             .map_err(|_| TokenError::Malformed)?;
         let header: Header<'_> =
             serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
-        if header.jku.is_some()
-            || header.x5u.is_some()
-            || header.jwk.is_some()
-            || header.x5c.is_some()
-            || header.crit.is_some()
-        {
+        if header.jku || header.x5u || header.jwk || header.x5c || header.crit {
             return Err(TokenError::ForbiddenHeader);
         }
         let key = match header.kid.as_deref() {
@@ -329,6 +332,10 @@ impl Verifier {
     }
 
     fn check_claims(&self, claims: &Claims, now: i64) -> Result<(), TokenError> {
+        // The subject becomes the identity header: it must be one, or nobody is forwarded.
+        if claims.sub.is_empty() || http::HeaderValue::from_str(&claims.sub).is_err() {
+            return Err(TokenError::UnforwardableClaim);
+        }
         let exp = claims.exp.ok_or(TokenError::MissingExpiry)?;
         if exp.saturating_add(self.leeway_secs) <= now {
             return Err(TokenError::Expired);

@@ -29,7 +29,7 @@ use crate::config::{Config, UpstreamTarget};
 use crate::echo;
 use crate::error::Error;
 use crate::headers;
-use crate::jwt::Claims;
+use crate::jwt::{Claims, TokenError};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
 
@@ -179,7 +179,7 @@ impl Proxy {
             parts.headers.remove(header::AUTHORIZATION);
         }
         if let Some(claims) = fwd.claims {
-            self.set_identity(&mut parts.headers, claims);
+            self.set_identity(&mut parts.headers, claims)?;
         }
         if let Some(protocol) = &upgrade {
             parts
@@ -314,17 +314,19 @@ impl Proxy {
         }
     }
 
-    fn set_identity(&self, headers: &mut HeaderMap, claims: &Claims) {
-        if let Ok(user) = HeaderValue::from_str(&claims.sub) {
-            headers.insert(self.identity.user.clone(), user);
-        }
+    /// Sets the verified identity. A claim that cannot be a header value refuses the
+    /// request: forwarding it without its identity would be worse.
+    fn set_identity(&self, headers: &mut HeaderMap, claims: &Claims) -> Result<(), Error> {
+        let unforwardable = || Error::InvalidToken(TokenError::UnforwardableClaim);
+        let user = HeaderValue::from_str(&claims.sub).map_err(|_| unforwardable())?;
+        headers.insert(self.identity.user.clone(), user);
         for (name, claim) in &self.identity.claims {
-            if let Some(text) = claims.header_text(claim)
-                && let Ok(value) = HeaderValue::from_str(&text)
-            {
+            if let Some(text) = claims.header_text(claim) {
+                let value = HeaderValue::from_str(&text).map_err(|_| unforwardable())?;
                 headers.insert(name.clone(), value);
             }
         }
+        Ok(())
     }
 }
 

@@ -44,7 +44,10 @@ async fn an_upstream_that_refuses_connections_is_502() {
     let (status, body) = json_error(resp).await;
     assert_eq!(status, 502);
     assert_eq!(body["error"], "bad_gateway");
-    assert_eq!(body["error_description"], "the upstream could not be reached");
+    assert_eq!(
+        body["error_description"],
+        "the upstream could not be reached"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +75,10 @@ async fn an_upstream_that_resets_is_502() {
     let (status, body) = json_error(resp).await;
     assert_eq!(status, 502);
     assert_eq!(body["error"], "bad_gateway");
-    assert_eq!(body["error_description"], "the upstream closed the connection without answering");
+    assert_eq!(
+        body["error_description"],
+        "the upstream closed the connection without answering"
+    );
     resetter.abort();
 }
 
@@ -93,7 +99,10 @@ async fn a_slow_upstream_is_504_after_its_timeout() {
     assert_eq!(status, 504);
     assert_eq!(body["error"], "gateway_timeout");
     // The harness's upstream timeout is 2 s and its slow answer takes 3 s.
-    assert!(elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_millis(2900), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_millis(2900),
+        "{elapsed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,24 +131,43 @@ async fn http2_over_tls_is_negotiated_by_alpn_and_forwarded() {
     let setup = Setup::new(Algorithm::ES256).await;
     let gw = setup.start().await;
     let token = setup.token("alice", &["admin"]);
-    let (status, version, body) = common::h2_get(gw.addr, &setup.pki.ca_pem, "/admin/h2?x=1", &token).await;
+    let (status, version, body) =
+        common::h2_get(gw.addr, &setup.pki.ca_pem, "/admin/h2?x=1", &token).await;
     assert_eq!(status, 200);
     assert_eq!(version, http::Version::HTTP_2);
     assert!(body.contains("\"user\":\"alice\""), "{body}");
     let got = setup.upstream.received();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].path_and_query, "/admin/h2?x=1");
-    assert_eq!(got[0].version, http::Version::HTTP_11, "the upstream is spoken to in HTTP/1.1");
-    assert_eq!(got[0].headers["host"], format!("localhost:{}", gw.addr.port()));
-    assert_eq!(got[0].headers["x-forwarded-host"], format!("localhost:{}", gw.addr.port()));
+    assert_eq!(
+        got[0].version,
+        http::Version::HTTP_11,
+        "the upstream is spoken to in HTTP/1.1"
+    );
+    assert_eq!(
+        got[0].headers["host"],
+        format!("localhost:{}", gw.addr.port())
+    );
+    assert_eq!(
+        got[0].headers["x-forwarded-host"],
+        format!("localhost:{}", gw.addr.port())
+    );
     // Refusals over HTTP/2 too.
-    let (status, _, _) = common::h2_get(gw.addr, &setup.pki.ca_pem, "/admin/h2", "bad.token.here").await;
+    let (status, _, _) =
+        common::h2_get(gw.addr, &setup.pki.ca_pem, "/admin/h2", "bad.token.here").await;
     assert_eq!(status, 401);
     assert_eq!(setup.upstream.received().len(), 1);
 }
 
 /// A WebSocket echo upstream that records the identity header of each handshake.
-async fn websocket_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>) {
+#[allow(
+    clippy::result_large_err,
+    reason = "the callback signature is tungstenite's"
+)]
+async fn websocket_upstream() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -189,7 +217,10 @@ async fn websockets_are_authenticated_then_tunnelled() {
         Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
         other => panic!("expected a 401 handshake refusal, got {other:?}"),
     }
-    assert!(seen.lock().expect("lock").is_empty(), "the upstream saw no handshake");
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "the upstream saw no handshake"
+    );
 
     // With a token: the handshake reaches the upstream with the identity, then frames
     // flow both ways.
@@ -197,10 +228,16 @@ async fn websockets_are_authenticated_then_tunnelled() {
     let mut request = url.as_str().into_client_request().expect("request");
     request.headers_mut().insert(
         "authorization",
-        format!("Bearer {}", setup.token("carol", &[])).parse().expect("header"),
+        format!("Bearer {}", setup.token("carol", &[]))
+            .parse()
+            .expect("header"),
     );
-    request.headers_mut().insert("x-auth-user", "mallory".parse().expect("header"));
-    let (mut ws, resp) = tokio_tungstenite::client_async(request, tls).await.expect("websocket handshake");
+    request
+        .headers_mut()
+        .insert("x-auth-user", "mallory".parse().expect("header"));
+    let (mut ws, resp) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("websocket handshake");
     assert_eq!(resp.status(), 101);
     for text in ["hello", "world"] {
         ws.send(Message::text(text)).await.expect("send");
@@ -212,15 +249,19 @@ async fn websockets_are_authenticated_then_tunnelled() {
         assert_eq!(echoed.into_text().expect("text").as_str(), text);
     }
     ws.close(None).await.expect("close");
-    assert_eq!(seen.lock().expect("lock").as_slice(), &[Some("carol".to_owned())]);
+    assert_eq!(
+        seen.lock().expect("lock").as_slice(),
+        &[Some("carol".to_owned())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_is_served_when_tls_is_omitted() {
     let setup = Setup::new(Algorithm::HS256).await;
-    let config = setup
-        .standard_config()
-        .replace("tls = { cert = \"server.crt\", key = \"server.key\" }\n", "");
+    let config = setup.standard_config().replace(
+        "tls = { cert = \"server.crt\", key = \"server.key\" }\n",
+        "",
+    );
     let gw = setup.start_with(&config).await;
     let resp = reqwest::Client::new()
         .get(gw.http_url("/x"))
@@ -237,37 +278,63 @@ async fn plain_http_is_served_when_tls_is_omitted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_tls_handshake_is_cut_off() {
     let setup = Setup::new(Algorithm::HS256).await;
-    let config = setup
-        .standard_config()
-        .replace("listen = \"127.0.0.1:0\"\ntls", "listen = \"127.0.0.1:0\"\ntls_handshake_timeout = \"500ms\"\ntls");
+    let config = setup.standard_config().replace(
+        "listen = \"127.0.0.1:0\"\ntls",
+        "listen = \"127.0.0.1:0\"\ntls_handshake_timeout = \"500ms\"\ntls",
+    );
     let gw = setup.start_with(&config).await;
-    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
     let started = Instant::now();
     let mut buf = [0u8; 16];
     // Send nothing: the gateway must close the socket at its handshake timeout.
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed by the gateway: {read:?}");
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed by the gateway: {read:?}"
+    );
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
     // A TLS 1.1-only or garbage client is refused without affecting others.
-    stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
-    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.expect("write");
+    stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .expect("write");
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
-    assert!(!String::from_utf8_lossy(&out).contains("200"), "no HTTP over a TLS port");
+    assert!(
+        !String::from_utf8_lossy(&out).contains("200"),
+        "no HTTP over a TLS port"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_requires_a_client_certificate_from_the_ca() {
     let setup = Setup::new(Algorithm::HS256).await;
-    let config = setup
-        .standard_config()
-        .replace("tls = { cert = \"server.crt\", key = \"server.key\" }", "tls = { cert = \"server.crt\", key = \"server.key\" }\nclient_ca = \"ca.crt\"");
+    let config = setup.standard_config().replace(
+        "tls = { cert = \"server.crt\", key = \"server.key\" }",
+        "tls = { cert = \"server.crt\", key = \"server.key\" }\nclient_ca = \"ca.crt\"",
+    );
     let gw = setup.start_with(&config).await;
     let token = setup.token("alice", &[]);
 
-    let without = setup.client().get(gw.url("/x")).bearer_auth(&token).send().await;
-    assert!(without.is_err(), "a client without a certificate is refused at the handshake");
+    let without = setup
+        .client()
+        .get(gw.url("/x"))
+        .bearer_auth(&token)
+        .send()
+        .await;
+    assert!(
+        without.is_err(),
+        "a client without a certificate is refused at the handshake"
+    );
 
     let identity = reqwest::Identity::from_pem(
         format!("{}{}", setup.pki.client_cert_pem, setup.pki.client_key_pem).as_bytes(),
@@ -293,15 +360,35 @@ async fn the_admin_listener_answers_health_and_readiness_and_nothing_else() {
     let gw = setup.start().await;
     let admin = gw.admin.expect("admin listener");
     let client = reqwest::Client::new();
-    let health = client.get(format!("http://{admin}/healthz")).send().await.expect("send");
+    let health = client
+        .get(format!("http://{admin}/healthz"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(health.status(), 200);
-    let ready = client.get(format!("http://{admin}/readyz")).send().await.expect("send");
+    let ready = client
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(ready.status(), 200);
-    assert_eq!(ready.json::<serde_json::Value>().await.expect("json")["status"], "ready");
-    let other = client.get(format!("http://{admin}/x")).send().await.expect("send");
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.expect("json")["status"],
+        "ready"
+    );
+    let other = client
+        .get(format!("http://{admin}/x"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(other.status(), 404);
     // /healthz on the public port is an ordinary request: routed, and here it needs a token.
-    let public = setup.client().get(gw.url("/healthz")).send().await.expect("send");
+    let public = setup
+        .client()
+        .get(gw.url("/healthz"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(public.status(), 401);
     assert!(setup.upstream.received().is_empty());
 }
@@ -363,11 +450,23 @@ auth = "public"
         upstream.url()
     );
     let gw = Gateway::start(dir.path(), &config).await;
-    for file in ["certs/server.crt", "certs/server.key", "certs/jwt-signing.pem"] {
+    for file in [
+        "certs/server.crt",
+        "certs/server.key",
+        "certs/jwt-signing.pem",
+    ] {
         assert!(dir.path().join(file).exists(), "{file} generated");
     }
     let cert = std::fs::read_to_string(dir.path().join("certs/server.crt")).expect("cert");
-    let resp = common::client(&cert, true).get(gw.url("/x")).send().await.expect("send");
-    assert_eq!(resp.status(), 200, "the generated certificate serves localhost");
+    let resp = common::client(&cert, true)
+        .get(gw.url("/x"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        resp.status(),
+        200,
+        "the generated certificate serves localhost"
+    );
     gw.stop().await;
 }

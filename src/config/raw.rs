@@ -1,8 +1,8 @@
-//! The file format: `gateway.toml` as serde reads it. Every struct denies unknown keys and
-//! keeps the span of each value, so validation can name the line of a bad value. Nothing
-//! outside `config` sees these types.
+//! The file format: `gateway.toml` as serde reads it. Each value keeps its span, so
+//! validation can name the line of a bad value. Unknown keys are not refused here but
+//! collected while deserializing (`serde_ignored`), so one misspelt key does not hide the
+//! other problems of the file. Nothing outside `config` sees these types.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, MapAccess, Visitor};
@@ -10,7 +10,6 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) server: RawServer,
     pub(super) admin: Option<RawAdmin>,
@@ -26,7 +25,6 @@ pub(super) struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub(super) listen: Spanned<String>,
     pub(super) tls: Option<Spanned<RawTls>>,
@@ -41,20 +39,17 @@ pub(super) struct RawServer {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawTls {
     pub(super) cert: Spanned<String>,
     pub(super) key: Spanned<Source>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub(super) listen: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawTokens {
     pub(super) issuer: Option<Spanned<String>>,
     pub(super) audience: Option<Spanned<String>>,
@@ -70,24 +65,22 @@ pub(super) struct RawTokens {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawIdentity {
     pub(super) user_header: Option<Spanned<String>>,
-    #[serde(default)]
-    pub(super) claim_headers: BTreeMap<String, Spanned<String>>,
+    /// In file order: the order headers are set in, and the order clashes are reported in.
+    #[serde(default, deserialize_with = "ordered_map")]
+    pub(super) claim_headers: Vec<(String, Spanned<String>)>,
     #[serde(default)]
     pub(super) forward_authorization: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawDev {
     #[serde(default)]
     pub(super) generate_missing: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     pub(super) name: Spanned<String>,
     pub(super) url: Spanned<String>,
@@ -97,7 +90,6 @@ pub(super) struct RawUpstream {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
     pub(super) path: Spanned<String>,
     pub(super) methods: Option<Vec<Spanned<String>>>,
@@ -107,7 +99,6 @@ pub(super) struct RawRoute {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawRequire {
     #[serde(default)]
     pub(super) roles: Vec<String>,
@@ -216,4 +207,187 @@ impl<'de> Deserialize<'de> for RawPreviousKey {
         }
         d.deserialize_any(PreviousKeyVisitor)
     }
+}
+
+/// A TOML table as its entries in file order (`BTreeMap` would sort them).
+fn ordered_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, Spanned<String>)>, D::Error> {
+    struct OrderedVisitor;
+    impl<'de> Visitor<'de> for OrderedVisitor {
+        type Value = Vec<(String, Spanned<String>)>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(r#"a table of header = "claim""#)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                entries.push(entry);
+            }
+            Ok(entries)
+        }
+    }
+    d.deserialize_map(OrderedVisitor)
+}
+
+/// One step of a key path: `route[2].upstream` is `route`, `[2]`, `upstream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// The field name `toml::Spanned` uses internally; not part of the user's key path.
+const SPANNED_FIELD: &str = "$__serde_spanned_private_value";
+
+/// The key path of a key that no struct field took.
+pub(super) fn ignored_path(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => Vec::new(),
+        Path::Seq { parent, index } => {
+            let mut segments = ignored_path(parent);
+            segments.push(Segment::Index(*index));
+            segments
+        }
+        Path::Map { parent, key } => {
+            let mut segments = ignored_path(parent);
+            if key != SPANNED_FIELD {
+                segments.push(Segment::Key(key.clone()));
+            }
+            segments
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
+    }
+}
+
+/// The key path where deserialization failed.
+pub(super) fn error_path(path: &serde_path_to_error::Path) -> Vec<Segment> {
+    use serde_path_to_error::Segment as S;
+    path.iter()
+        .filter_map(|segment| match segment {
+            S::Seq { index } => Some(Segment::Index(*index)),
+            S::Map { key } | S::Enum { variant: key } if key != SPANNED_FIELD => {
+                Some(Segment::Key(key.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The keys a table of the file takes, for "unknown key" messages. Kept beside the structs
+/// above; `config::tests` checks every table's list against its struct.
+pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
+    let names: Vec<&str> = table
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Key(k) => Some(k.as_str()),
+            Segment::Index(_) => None,
+        })
+        .collect();
+    match names.as_slice() {
+        [] => &[
+            "server", "admin", "tokens", "identity", "dev", "upstream", "route",
+        ],
+        ["server"] => &[
+            "listen",
+            "tls",
+            "client_ca",
+            "trusted_proxies",
+            "tls_handshake_timeout",
+            "header_read_timeout",
+            "max_header_bytes",
+            "drain_timeout",
+            "worker_threads",
+        ],
+        ["server", "tls"] => &["cert", "key"],
+        ["admin"] => &["listen"],
+        ["tokens"] => &[
+            "issuer",
+            "audience",
+            "algorithm",
+            "signing_key",
+            "secret",
+            "kid",
+            "previous_keys",
+            "access_ttl",
+            "refresh_ttl",
+            "leeway",
+        ],
+        ["identity"] => &["user_header", "claim_headers", "forward_authorization"],
+        ["dev"] => &["generate_missing"],
+        ["upstream"] => &["name", "url", "ca", "connect_timeout", "timeout"],
+        ["route"] => &["path", "methods", "upstream", "auth", "require"],
+        ["route", "require"] => &["roles"],
+        _ => &[],
+    }
+}
+
+/// The message for an unknown key at `path`, naming the keys its table takes.
+pub(super) fn unknown_key_message(path: &[Segment]) -> String {
+    let Some((Segment::Key(name), table)) = path.split_last() else {
+        return "unknown key".to_owned();
+    };
+    let known = known_keys(table);
+    let list = known
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match known.len() {
+        0 => format!("unknown key `{name}`"),
+        1 => format!("unknown key `{name}`, expected {list}"),
+        _ => format!("unknown key `{name}`, expected one of {list}"),
+    }
+}
+
+/// `route[2].upstream`; the top level is `(top level)`.
+pub(super) fn display_path(segments: &[Segment]) -> String {
+    if segments.is_empty() {
+        return "(top level)".to_owned();
+    }
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Where a key path's key (or array element) is written in the file.
+pub(super) fn key_span(text: &str, segments: &[Segment]) -> Option<std::ops::Range<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
+    let mut array: Option<&[Spanned<DeValue<'_>>]> = None;
+    let mut span = None;
+    for segment in segments {
+        let value = match segment {
+            Segment::Key(key) => {
+                let (k, v) = table?.iter().find(|(k, _)| k.get_ref() == key)?;
+                span = Some(k.span());
+                v
+            }
+            Segment::Index(i) => {
+                let v = array?.get(*i)?;
+                span = Some(v.span());
+                v
+            }
+        };
+        (table, array) = match value.get_ref() {
+            DeValue::Table(t) => (Some(t), None),
+            DeValue::Array(a) => (None, Some(&a[..])),
+            _ => (None, None),
+        };
+    }
+    span
 }

@@ -1,1 +1,1552 @@
+//! Config parsing and validation: every issue is checked field by field (file, line, key
+//! path, message), because "which line, which key" is what a user acts on.
 
+use std::os::unix::fs::PermissionsExt as _;
+
+use super::*;
+use crate::jwt::generate_key;
+use crate::routes::PathPattern;
+
+/// The smallest valid file; the line numbers below are relied on by the tests:
+///  1 `[server]`, 2 `listen`, 4 `[tokens]`, 5 `algorithm`, 6 `signing_key`,
+///  8 `[[upstream]]`, 9 `name`, 10 `url`, 12 `[[route]]`, 13 `path`, 14 `upstream`.
+/// Text appended to it starts on line 15.
+const BASE: &str = r#"[server]
+listen = "127.0.0.1:8443"
+
+[tokens]
+algorithm = "ES256"
+signing_key = "jwt.pem"
+
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:3000"
+
+[[route]]
+path = "/"
+upstream = "app"
+"#;
+
+/// A temp folder that holds `gateway.toml` (by name only: the text is passed in) and the
+/// files it points at. `jwt.pem` is an ES256 private key from the start.
+struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        let dir = Dir {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        dir.key("jwt.pem", Algorithm::ES256);
+        dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.path("gateway.toml")
+    }
+
+    fn write(&self, name: &str, contents: &str) {
+        let path = self.path(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, contents).expect("write");
+    }
+
+    /// Writes a fresh key for `alg` and returns its text.
+    fn key(&self, name: &str, alg: Algorithm) -> String {
+        let text = generate_key(alg).expect("generate key");
+        self.write(name, &text);
+        text
+    }
+
+    fn load_with(&self, text: &str, options: LoadOptions) -> Result<Config, ConfigErrors> {
+        Config::from_toml_str(text, &self.config_path(), options)
+    }
+
+    fn ok(&self, text: &str) -> Config {
+        self.load_with(text, LoadOptions::default())
+            .unwrap_or_else(|e| panic!("expected a valid config, got:\n{e}\n---\n{text}"))
+    }
+
+    fn errors(&self, text: &str) -> Vec<ConfigIssue> {
+        match self.load_with(text, LoadOptions::default()) {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(e) => e.0,
+        }
+    }
+
+    fn issue(&self, line: usize, key: &str, message: &str) -> ConfigIssue {
+        ConfigIssue {
+            file: self.config_path().display().to_string(),
+            line: Some(line),
+            key: key.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// `BASE` with `old` (which must occur exactly once) replaced by `new`.
+fn base_with(old: &str, new: &str) -> String {
+    assert_eq!(
+        BASE.matches(old).count(),
+        1,
+        "{old:?} must occur once in BASE"
+    );
+    BASE.replacen(old, new, 1)
+}
+
+/// The SubjectPublicKeyInfo PEM of an ES256 private key PEM.
+fn es256_public_pem(private_pem: &str) -> String {
+    use aws_lc_rs::encoding::AsDer as _;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+    let block = pem::parse(private_pem.as_bytes()).expect("pem");
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, block.contents()).expect("pair");
+    let spki = pair.public_key().as_der().expect("spki");
+    pem::encode(&pem::Pem::new("PUBLIC KEY", spki.as_ref().to_vec()))
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+// ---------------------------------------------------------------------------------------
+// Defaults and accepted values
+
+#[test]
+fn a_minimal_file_takes_the_documented_defaults() {
+    let dir = Dir::new();
+    let config = dir.ok(BASE);
+    assert_eq!(config.file, dir.config_path());
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert!(config.generated.is_empty());
+
+    let server = &config.server;
+    assert_eq!(server.listen, "127.0.0.1:8443".parse().expect("addr"));
+    assert!(server.tls.is_none());
+    assert!(server.trusted_proxies.is_empty());
+    assert_eq!(server.tls_handshake_timeout, DEFAULT_TLS_HANDSHAKE_TIMEOUT);
+    assert_eq!(server.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+    assert_eq!(server.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+    assert_eq!(server.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    assert!(config.admin.is_none());
+
+    let tokens = &config.tokens;
+    assert_eq!(tokens.issuer, DEFAULT_ISSUER);
+    assert_eq!(tokens.audience, DEFAULT_AUDIENCE);
+    assert_eq!(tokens.leeway, DEFAULT_LEEWAY);
+    assert_eq!(tokens.access_ttl, DEFAULT_ACCESS_TTL);
+    assert_eq!(tokens.refresh_ttl, DEFAULT_REFRESH_TTL);
+    assert_eq!(tokens.keys.len(), 1);
+    assert_eq!(tokens.keys[0].alg, Algorithm::ES256);
+    assert!(tokens.keys[0].can_sign());
+    assert_eq!(tokens.keys[0].kid.len(), 43, "RFC 7638 thumbprint");
+
+    let identity = &config.identity;
+    assert_eq!(
+        identity.user_header.as_str(),
+        DEFAULT_USER_HEADER.to_ascii_lowercase()
+    );
+    assert!(identity.claim_headers.is_empty());
+    assert!(!identity.forward_authorization);
+
+    assert_eq!(config.upstreams.len(), 1);
+    let upstream = &config.upstreams[0];
+    assert_eq!(upstream.name, "app");
+    assert_eq!(upstream.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(upstream.timeout, DEFAULT_UPSTREAM_TIMEOUT);
+    match &upstream.target {
+        UpstreamTarget::Http {
+            scheme,
+            authority,
+            tls,
+        } => {
+            assert_eq!(scheme, &uri::Scheme::HTTP);
+            assert_eq!(authority.as_str(), "127.0.0.1:3000");
+            assert!(tls.is_none());
+        }
+        other => panic!("expected an http upstream, got {other:?}"),
+    }
+
+    let routes: Vec<_> = config.routes.iter().collect();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].index, 0);
+    assert_eq!(routes[0].pattern, PathPattern::Prefix("/".into()));
+    assert_eq!(routes[0].methods, None);
+    assert_eq!(routes[0].auth, Auth::Required);
+    assert!(routes[0].required_roles.is_empty());
+    assert_eq!(routes[0].upstream, 0);
+}
+
+#[test]
+fn explicit_values_are_read() {
+    let dir = Dir::new();
+    let text = r#"[server]
+listen = "0.0.0.0:8443"
+trusted_proxies = ["10.0.0.0/8", "192.168.1.7", "fd00::/8"]
+tls_handshake_timeout = "5s"
+header_read_timeout = "2s500ms"
+max_header_bytes = "64KiB"
+drain_timeout = "1m"
+
+[admin]
+listen = "127.0.0.1:9901"
+
+[tokens]
+issuer = "https://login.example"
+audience = "api"
+algorithm = "ES256"
+signing_key = "jwt.pem"
+kid = "main-2024"
+access_ttl = "1h30m"
+refresh_ttl = "30d"
+leeway = "0s"
+
+[identity]
+user_header = "X-User"
+claim_headers = { "X-Auth-Roles" = "roles", "X_Tenant" = "tenant" }
+forward_authorization = true
+
+[[upstream]]
+name = "app"
+url = "https://127.0.0.1:3443"
+connect_timeout = "250ms"
+timeout = "2m"
+
+[[upstream]]
+name = "echo"
+url = "builtin:echo"
+
+[[route]]
+path = "=/exact"
+methods = ["GET", "POST"]
+upstream = "echo"
+auth = "public"
+
+[[route]]
+path = "/admin/"
+upstream = "app"
+auth = "required"
+require = { roles = ["admin", "ops"] }
+"#;
+    let config = dir.ok(text);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let server = &config.server;
+    assert_eq!(server.listen, "0.0.0.0:8443".parse().expect("addr"));
+    assert_eq!(
+        server.trusted_proxies,
+        vec![
+            "10.0.0.0/8".parse::<IpNet>().expect("net"),
+            "192.168.1.7/32".parse().expect("net"),
+            "fd00::/8".parse().expect("net"),
+        ]
+    );
+    assert_eq!(server.tls_handshake_timeout, Duration::from_secs(5));
+    assert_eq!(server.header_read_timeout, Duration::from_millis(2500));
+    assert_eq!(server.max_header_bytes, 64 * 1024);
+    assert_eq!(server.drain_timeout, Duration::from_secs(60));
+    assert_eq!(
+        config.admin.as_ref().map(|a| a.listen),
+        Some("127.0.0.1:9901".parse().expect("addr"))
+    );
+
+    let tokens = &config.tokens;
+    assert_eq!(tokens.issuer, "https://login.example");
+    assert_eq!(tokens.audience, "api");
+    assert_eq!(tokens.keys[0].kid, "main-2024");
+    assert_eq!(tokens.access_ttl, Duration::from_secs(5400));
+    assert_eq!(tokens.refresh_ttl, Duration::from_secs(30 * 86_400));
+    assert_eq!(tokens.leeway, Duration::ZERO);
+
+    let identity = &config.identity;
+    assert_eq!(identity.user_header.as_str(), "x-user");
+    assert_eq!(
+        identity
+            .claim_headers
+            .iter()
+            .map(|(h, c)| (h.as_str(), c.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("x-auth-roles", "roles"), ("x_tenant", "tenant")]
+    );
+    assert!(identity.forward_authorization);
+
+    assert_eq!(config.upstreams.len(), 2);
+    assert_eq!(
+        config.upstreams[0].connect_timeout,
+        Duration::from_millis(250)
+    );
+    assert_eq!(config.upstreams[0].timeout, Duration::from_secs(120));
+    assert!(matches!(
+        &config.upstreams[0].target,
+        UpstreamTarget::Http { scheme, tls: Some(_), .. } if scheme == &uri::Scheme::HTTPS
+    ));
+    assert!(matches!(config.upstreams[1].target, UpstreamTarget::Echo));
+
+    // Precedence order: the exact route first.
+    let routes: Vec<_> = config.routes.iter().collect();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0].index, 0);
+    assert_eq!(routes[0].pattern, PathPattern::Exact("/exact".into()));
+    assert_eq!(routes[0].methods, Some(vec![Method::GET, Method::POST]));
+    assert_eq!(routes[0].auth, Auth::Public);
+    assert_eq!(routes[0].upstream, 1);
+    assert_eq!(routes[1].index, 1);
+    assert_eq!(
+        routes[1].pattern,
+        PathPattern::Prefix("/admin".into()),
+        "a trailing slash is dropped from a prefix"
+    );
+    assert_eq!(routes[1].auth, Auth::Required);
+    assert_eq!(routes[1].required_roles, vec!["admin", "ops"]);
+    assert_eq!(routes[1].upstream, 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Strict TOML: unknown keys, types, syntax
+
+#[test]
+fn an_unknown_top_level_key_is_an_error_with_its_line() {
+    let dir = Dir::new();
+    // Before the first table: a key after `[[route]]` would belong to the route.
+    let errors = dir.errors(&format!("logging = \"debug\"\n{BASE}"));
+    assert_eq!(
+        errors,
+        vec![dir.issue(
+            1,
+            "logging",
+            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `identity`, `dev`, `upstream`, `route`"
+        )]
+    );
+}
+
+#[test]
+fn an_unknown_key_in_server_names_the_table() {
+    let dir = Dir::new();
+    let text = base_with(
+        "listen = \"127.0.0.1:8443\"\n",
+        "listen = \"127.0.0.1:8443\"\nlistn = \"127.0.0.1:9000\"\n",
+    );
+    let errors = dir.errors(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].line, Some(3));
+    assert_eq!(errors[0].key, "server.listn");
+    assert!(
+        errors[0]
+            .message
+            .starts_with("unknown key `listn`, expected one of `listen`, "),
+        "{}",
+        errors[0].message
+    );
+}
+
+#[test]
+fn an_unknown_key_in_a_route_names_the_route_by_index() {
+    let dir = Dir::new();
+    let text = format!("{BASE}\n[[route]]\npath = \"/api\"\npathh = \"/v2\"\nupstream = \"app\"\n");
+    let errors = dir.errors(&text);
+    assert_eq!(
+        errors,
+        vec![dir.issue(
+            18,
+            "route[1].pathh",
+            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`"
+        )]
+    );
+}
+
+#[test]
+fn an_unknown_key_in_an_inline_table_names_the_table_without_serde_internals() {
+    let dir = Dir::new();
+    let text = base_with(
+        "listen = \"127.0.0.1:8443\"\n",
+        "listen = \"127.0.0.1:8443\"\ntls = { cert = \"server.crt\", kye = \"server.key\" }\n",
+    );
+    let errors = dir.errors(&text);
+    assert_eq!(
+        errors,
+        vec![
+            dir.issue(
+                3,
+                "server.tls.kye",
+                "unknown key `kye`, expected one of `cert`, `key`"
+            ),
+            dir.issue(3, "server.tls", "missing field `key`"),
+        ]
+    );
+
+    let text = format!(
+        "{BASE}\n[[route]]\npath = \"/x\"\nupstream = \"app\"\nrequire = {{ role = [\"a\"] }}\n"
+    );
+    let errors = dir.errors(&text);
+    assert_eq!(
+        errors,
+        vec![dir.issue(
+            19,
+            "route[1].require.role",
+            "unknown key `role`, expected `roles`"
+        )]
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_key_without_serde_internals() {
+    let dir = Dir::new();
+    let text = base_with(
+        "signing_key = \"jwt.pem\"\n",
+        "signing_key = \"jwt.pem\"\naccess_ttl = 15\n",
+    );
+    let errors = dir.errors(&text);
+    assert_eq!(
+        errors,
+        vec![dir.issue(
+            7,
+            "tokens.access_ttl",
+            "invalid type: integer `15`, expected a string"
+        )]
+    );
+}
+
+#[test]
+fn a_missing_required_key_names_its_table() {
+    let dir = Dir::new();
+    let errors = dir.errors(&base_with("path = \"/\"\n", ""));
+    assert_eq!(
+        errors,
+        vec![dir.issue(12, "route[0]", "missing field `path`")]
+    );
+}
+
+#[test]
+fn a_syntax_error_has_its_line() {
+    let dir = Dir::new();
+    let text = base_with(
+        "listen = \"127.0.0.1:8443\"\n",
+        "listen = \"127.0.0.1:8443\"\nlisten = \"127.0.0.1:8444\"\n",
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(3, "(syntax)", "duplicate key")]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Tokens and keys
+
+#[test]
+fn a_route_naming_a_missing_upstream_is_an_error_at_its_line() {
+    let dir = Dir::new();
+    let text = format!("{BASE}\n[[route]]\npath = \"/api\"\nupstream = \"ap\"\n");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(18, "route[1].upstream", "no upstream named \"ap\"")]
+    );
+}
+
+#[test]
+fn a_key_whose_type_does_not_fit_its_algorithm_is_an_error() {
+    let dir = Dir::new();
+    let text = base_with("algorithm = \"ES256\"", "algorithm = \"RS256\"");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            6,
+            "tokens.signing_key",
+            "RS256 needs an RSA key, but this is an EC P-256 private key"
+        )]
+    );
+
+    let text = base_with("algorithm = \"ES256\"", "algorithm = \"ES384\"");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            6,
+            "tokens.signing_key",
+            "ES384 needs an EC P-384 key, but this is an EC P-256 private key"
+        )]
+    );
+
+    dir.key("ed.pem", Algorithm::EdDSA);
+    let text = base_with("signing_key = \"jwt.pem\"", "signing_key = \"ed.pem\"");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            6,
+            "tokens.signing_key",
+            "ES256 needs an EC P-256 key, but this is an Ed25519 private key"
+        )]
+    );
+
+    let text = base_with("algorithm = \"ES256\"", "algorithm = \"HS256\"");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            6,
+            "tokens.signing_key",
+            "HS256 is an HMAC algorithm: give `secret`, not a PEM key"
+        )]
+    );
+
+    let text = base_with(
+        "signing_key = \"jwt.pem\"",
+        "secret = { file = \"jwt.pem\" }",
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            6,
+            "tokens.secret",
+            "ES256 is not an HMAC algorithm: give a PEM key, not a secret"
+        )]
+    );
+}
+
+#[test]
+fn an_unknown_algorithm_or_a_missing_key_is_an_error() {
+    let dir = Dir::new();
+    let text = base_with("algorithm = \"ES256\"", "algorithm = \"none\"");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            5,
+            "tokens.algorithm",
+            "\"none\" is not a supported algorithm (HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"
+        )]
+    );
+    let text = base_with("signing_key = \"jwt.pem\"\n", "");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(5, "tokens", "ES256 needs a signing_key")]
+    );
+    let text = base_with(
+        "signing_key = \"jwt.pem\"\n",
+        "signing_key = \"jwt.pem\"\nsecret = { env = \"X\" }\n",
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            6,
+            "tokens.signing_key",
+            "give either signing_key or secret, not both"
+        )]
+    );
+}
+
+#[test]
+fn a_missing_key_file_names_the_resolved_path() {
+    let dir = Dir::new();
+    let text = base_with(
+        "signing_key = \"jwt.pem\"",
+        "signing_key = \"keys/gone.pem\"",
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            6,
+            "tokens.signing_key",
+            &format!(
+                "cannot read {}: No such file or directory (os error 2)",
+                dir.path("keys/gone.pem").display()
+            )
+        )]
+    );
+}
+
+#[test]
+fn an_hs256_secret_shorter_than_32_bytes_is_refused_without_printing_it() {
+    let dir = Dir::new();
+    dir.write("short.secret", "sixteen-byte-sec\n");
+    let text = base_with("algorithm = \"ES256\"", "algorithm = \"HS256\"").replace(
+        "signing_key = \"jwt.pem\"",
+        "secret = { file = \"short.secret\" }",
+    );
+    let errors = dir.errors(&text);
+    assert_eq!(
+        errors,
+        vec![dir.issue(
+            6,
+            "tokens.secret",
+            "HS256 needs a secret of at least 32 bytes, this one has 16"
+        )]
+    );
+
+    // 31 bytes written inline: refused, and the value appears in no message.
+    let inline = "inline-secret-of-31-bytes-xxxxx";
+    assert_eq!(inline.len(), 31);
+    let text = base_with("algorithm = \"ES256\"", "algorithm = \"HS256\"").replace(
+        "signing_key = \"jwt.pem\"",
+        &format!("secret = \"{inline}\""),
+    );
+    let errors = dir.errors(&text);
+    assert_eq!(
+        errors,
+        vec![dir.issue(
+            6,
+            "tokens.secret",
+            "HS256 needs a secret of at least 32 bytes, this one has 31"
+        )]
+    );
+    let rendered = ConfigErrors(errors).to_string();
+    assert!(!rendered.contains(inline), "{rendered}");
+}
+
+#[test]
+fn a_secret_from_an_unset_environment_variable_is_an_error() {
+    const VAR: &str = "AUTHGATE_CONFIG_TESTS_SURELY_UNSET_5D1C9A";
+    assert!(std::env::var_os(VAR).is_none(), "{VAR} must not be set");
+    let dir = Dir::new();
+    let text = base_with("algorithm = \"ES256\"", "algorithm = \"HS256\"").replace(
+        "signing_key = \"jwt.pem\"",
+        &format!("secret = {{ env = \"{VAR}\" }}"),
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            6,
+            "tokens.secret",
+            &format!("environment variable {VAR} is not set")
+        )]
+    );
+}
+
+#[test]
+fn a_secret_from_a_file_loads_and_an_inline_one_warns() {
+    let dir = Dir::new();
+    let secret = generate_key(Algorithm::HS256).expect("secret");
+    assert_eq!(secret.len(), 65, "64 hex characters and a line break");
+    dir.write("secrets/jwt.secret", &secret);
+    let text = base_with("algorithm = \"ES256\"", "algorithm = \"HS256\"").replace(
+        "signing_key = \"jwt.pem\"",
+        "secret = { file = \"secrets/jwt.secret\" }",
+    );
+    let config = dir.ok(&text);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let key = &config.tokens.keys[0];
+    assert_eq!(key.alg, Algorithm::HS256);
+    assert!(key.can_sign());
+    assert!(key.public_jwk.is_none());
+    let expected =
+        Key::from_secret(Algorithm::HS256, secret.trim_end().as_bytes(), None).expect("secret key");
+    assert_eq!(
+        key.kid, expected.kid,
+        "the line break is not part of the secret"
+    );
+
+    let text = base_with("algorithm = \"ES256\"", "algorithm = \"HS256\"").replace(
+        "signing_key = \"jwt.pem\"",
+        &format!("secret = \"{}\"", secret.trim_end()),
+    );
+    let config = dir.ok(&text);
+    assert_eq!(config.tokens.keys[0].kid, expected.kid);
+    assert_eq!(
+        config.warnings,
+        vec![dir.issue(
+            6,
+            "tokens.secret",
+            "the secret is written in the config file; prefer { env = \"VAR\" } or { file = \"path\" }"
+        )]
+    );
+}
+
+#[test]
+fn a_pem_key_pasted_inline_is_not_echoed_in_the_error() {
+    // A user pastes the key itself where a path is expected. The message must not carry
+    // the private key (it would land in logs and CI output).
+    let dir = Dir::new();
+    let pem_text = generate_key(Algorithm::ES256).expect("generate");
+    let text = base_with(
+        "signing_key = \"jwt.pem\"",
+        &format!("signing_key = \"\"\"\n{pem_text}\"\"\""),
+    );
+    let errors = dir.errors(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].line, Some(6));
+    assert_eq!(errors[0].key, "tokens.signing_key");
+    let body = pem_text.lines().nth(1).expect("a base64 line");
+    assert!(
+        !errors[0].message.contains(body),
+        "the private key is printed: {}",
+        errors[0].message
+    );
+}
+
+#[test]
+fn a_bad_duration_is_an_error_at_its_line() {
+    let dir = Dir::new();
+    let text = base_with(
+        "signing_key = \"jwt.pem\"\n",
+        "signing_key = \"jwt.pem\"\naccess_ttl = \"15 minutes\"\n",
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            7,
+            "tokens.access_ttl",
+            "\"15 minutes\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")"
+        )]
+    );
+    let text = format!(
+        "{}connect_timeout = \"5 s\"\n",
+        &BASE[..BASE.find("\n[[route]]").expect("route")]
+    );
+    assert!(text.ends_with("url = \"http://127.0.0.1:3000\"\nconnect_timeout = \"5 s\"\n"));
+    let errors = dir.errors(&format!(
+        "{text}\n[[route]]\npath = \"/\"\nupstream = \"app\"\n"
+    ));
+    assert_eq!(
+        errors,
+        vec![dir.issue(
+            11,
+            "upstream[0].connect_timeout",
+            "\"5 s\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")"
+        )]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Previous keys
+
+#[test]
+fn previous_keys_take_a_path_or_a_table_with_algorithm_and_kid() {
+    let dir = Dir::new();
+    let current = std::fs::read_to_string(dir.path("jwt.pem")).expect("read");
+    let old_es = dir.key("old-es.pem", Algorithm::ES256);
+    dir.write("old-es.pub.pem", &es256_public_pem(&old_es));
+    dir.key("old-rsa.pem", Algorithm::RS256);
+    dir.write(
+        "old.secret",
+        &generate_key(Algorithm::HS256).expect("secret"),
+    );
+    let text = base_with(
+        "signing_key = \"jwt.pem\"\n",
+        r#"signing_key = "jwt.pem"
+previous_keys = [
+    "old-es.pub.pem",
+    { key = "old-rsa.pem", algorithm = "RS256", kid = "rsa-2023" },
+    { secret = { file = "old.secret" }, algorithm = "HS256", kid = "hs-2022" },
+]
+"#,
+    );
+    let config = dir.ok(&text);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let keys = &config.tokens.keys;
+    assert_eq!(keys.len(), 4);
+    let signing = Key::from_pem(Algorithm::ES256, current.as_bytes(), None).expect("key");
+    assert_eq!(keys[0].kid, signing.kid, "the signing key comes first");
+    assert!(keys[0].can_sign());
+
+    let old = Key::from_pem(Algorithm::ES256, old_es.as_bytes(), None).expect("key");
+    assert_eq!(
+        keys[1].alg,
+        Algorithm::ES256,
+        "the path form takes tokens.algorithm"
+    );
+    assert_eq!(
+        keys[1].kid, old.kid,
+        "a public key has its private key's thumbprint"
+    );
+    assert!(!keys[1].can_sign());
+
+    assert_eq!(keys[2].alg, Algorithm::RS256);
+    assert_eq!(keys[2].kid, "rsa-2023");
+    assert_eq!(keys[3].alg, Algorithm::HS256);
+    assert_eq!(keys[3].kid, "hs-2022");
+}
+
+#[test]
+fn two_keys_with_the_same_kid_are_an_error_at_the_second() {
+    let dir = Dir::new();
+    dir.key("a.pem", Algorithm::ES256);
+    dir.key("b.pem", Algorithm::ES256);
+    let text = base_with(
+        "signing_key = \"jwt.pem\"\n",
+        r#"signing_key = "jwt.pem"
+previous_keys = [
+    { key = "a.pem", kid = "old" },
+    { key = "b.pem", kid = "old" },
+]
+"#,
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(9, "tokens.previous_keys", "two keys share the kid \"old\"")]
+    );
+
+    // The signing key listed again as a previous key: same thumbprint, same kid.
+    let kid = Key::from_pem(
+        Algorithm::ES256,
+        &std::fs::read(dir.path("jwt.pem")).expect("read"),
+        None,
+    )
+    .expect("key")
+    .kid;
+    let text = base_with(
+        "signing_key = \"jwt.pem\"\n",
+        "signing_key = \"jwt.pem\"\nprevious_keys = [\"jwt.pem\"]\n",
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            7,
+            "tokens.previous_keys",
+            &format!("two keys share the kid \"{kid}\"")
+        )]
+    );
+}
+
+#[test]
+fn a_bad_previous_key_names_its_index() {
+    let dir = Dir::new();
+    dir.key("rsa.pem", Algorithm::RS256);
+    let text = base_with(
+        "signing_key = \"jwt.pem\"\n",
+        r#"signing_key = "jwt.pem"
+previous_keys = [
+    "missing.pem",
+    { key = "rsa.pem", algorithm = "RS257" },
+    "rsa.pem",
+    { kid = "nothing" },
+]
+"#,
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![
+            dir.issue(
+                8,
+                "tokens.previous_keys[0]",
+                &format!(
+                    "cannot read {}: No such file or directory (os error 2)",
+                    dir.path("missing.pem").display()
+                )
+            ),
+            dir.issue(
+                9,
+                "tokens.previous_keys[1].algorithm",
+                "\"RS257\" is not a supported algorithm (HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"
+            ),
+            dir.issue(
+                10,
+                "tokens.previous_keys[2]",
+                "ES256 needs an EC P-256 key, but this is an RSA private key"
+            ),
+            dir.issue(
+                11,
+                "tokens.previous_keys[3]",
+                "give exactly one of key or secret"
+            ),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Server
+
+#[test]
+fn a_bad_listen_address_is_an_error() {
+    let dir = Dir::new();
+    let text = base_with("listen = \"127.0.0.1:8443\"", "listen = \"localhost:8443\"");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            2,
+            "server.listen",
+            "\"localhost:8443\" is not an IP address and port, like \"0.0.0.0:8443\""
+        )]
+    );
+    let text = format!("{BASE}\n[admin]\nlisten = \"9901\"\n");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            17,
+            "admin.listen",
+            "\"9901\" is not an IP address and port, like \"0.0.0.0:8443\""
+        )]
+    );
+    let text = format!("{BASE}\n[admin]\nlisten = \"127.0.0.1:8443\"\n");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            17,
+            "admin.listen",
+            "the admin listener must not share the public listener's address"
+        )]
+    );
+}
+
+#[test]
+fn a_bad_trusted_proxy_is_an_error_at_its_entry() {
+    let dir = Dir::new();
+    let text = base_with(
+        "listen = \"127.0.0.1:8443\"\n",
+        r#"listen = "127.0.0.1:8443"
+trusted_proxies = [
+    "10.0.0.0/8",
+    "10.0.0.300",
+    "::1",
+]
+"#,
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            5,
+            "server.trusted_proxies[1]",
+            "\"10.0.0.300\" is not an IP address or CIDR range"
+        )]
+    );
+}
+
+#[test]
+fn client_ca_needs_tls() {
+    let dir = Dir::new();
+    let text = base_with(
+        "listen = \"127.0.0.1:8443\"\n",
+        "listen = \"127.0.0.1:8443\"\nclient_ca = \"ca.pem\"\n",
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            3,
+            "server.client_ca",
+            "client certificates need tls: add server.tls"
+        )]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Identity headers
+
+#[test]
+fn an_invalid_identity_header_name_is_an_error() {
+    let dir = Dir::new();
+    let text = format!("{BASE}\n[identity]\nuser_header = \"X Auth User\"\n");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            17,
+            "identity.user_header",
+            "\"X Auth User\" is not a valid header name"
+        )]
+    );
+}
+
+#[test]
+fn a_reserved_header_cannot_be_an_identity_header() {
+    let dir = Dir::new();
+    let text = format!("{BASE}\n[identity]\nuser_header = \"Authorization\"\n");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            17,
+            "identity.user_header",
+            "\"Authorization\" is a header the gateway manages itself"
+        )]
+    );
+    let text = format!("{BASE}\n[identity]\nclaim_headers = {{ \"X_Forwarded_For\" = \"sub\" }}\n");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            17,
+            "identity.claim_headers.X_Forwarded_For",
+            "\"X_Forwarded_For\" is a header the gateway manages itself"
+        )]
+    );
+}
+
+#[test]
+fn identity_headers_that_fold_to_the_same_name_are_an_error() {
+    let dir = Dir::new();
+    let text = format!(
+        "{BASE}\n[identity]\nuser_header = \"X-Team\"\nclaim_headers = {{ \"x_team\" = \"team\" }}\n"
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            18,
+            "identity.claim_headers.x_team",
+            "\"x_team\" is already used as an identity header"
+        )]
+    );
+    // The default user header takes part too.
+    let text = format!("{BASE}\n[identity]\nclaim_headers = {{ \"x_auth_user\" = \"sub\" }}\n");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            17,
+            "identity.claim_headers.x_auth_user",
+            "\"x_auth_user\" is already used as an identity header"
+        )]
+    );
+}
+
+#[test]
+fn claim_headers_keep_file_order() {
+    // `Identity::claim_headers` promises file order; the clash is reported on the later
+    // spelling in the file.
+    let dir = Dir::new();
+    let text = format!(
+        "{BASE}\n[identity]\nclaim_headers = {{ \"X-Zeta\" = \"z\", \"X-Alpha\" = \"a\" }}\n"
+    );
+    let config = dir.ok(&text);
+    assert_eq!(
+        config
+            .identity
+            .claim_headers
+            .iter()
+            .map(|(h, c)| (h.as_str(), c.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("x-zeta", "z"), ("x-alpha", "a")]
+    );
+
+    let text = format!(
+        "{BASE}\n[identity]\nclaim_headers = {{\n    \"x_team\" = \"team\",\n    \"X-Team\" = \"group\",\n}}\n"
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            19,
+            "identity.claim_headers.X-Team",
+            "\"X-Team\" is already used as an identity header"
+        )]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Routes
+
+fn with_route(fields: &str) -> String {
+    // `[[route]]` on line 16, the first field on line 17.
+    format!("{BASE}\n[[route]]\n{fields}")
+}
+
+#[test]
+fn a_route_path_must_be_canonical() {
+    let dir = Dir::new();
+    for (path, suggestion) in [
+        ("/a/../b", "/b"),
+        ("/api//v1", "/api/v1"),
+        ("/%61pi", "/api"),
+        ("=/a/./b", "=/a/b"),
+    ] {
+        let text = with_route(&format!("path = \"{path}\"\nupstream = \"app\"\n"));
+        assert_eq!(
+            dir.errors(&text),
+            vec![dir.issue(
+                17,
+                "route[1].path",
+                &format!("\"{path}\" is not in canonical form; write \"{suggestion}\"")
+            )],
+            "{path}"
+        );
+    }
+    let text = with_route("path = \"/a/../../x\"\nupstream = \"app\"\n");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            17,
+            "route[1].path",
+            "\"/a/../../x\" is not a valid route path: a .. segment above the root"
+        )]
+    );
+}
+
+#[test]
+fn a_route_path_has_no_query_or_parameters() {
+    let dir = Dir::new();
+    for path in ["/a;jsessionid=1", "/a?x=1", "=/a#top"] {
+        let text = with_route(&format!("path = \"{path}\"\nupstream = \"app\"\n"));
+        assert_eq!(
+            dir.errors(&text),
+            vec![dir.issue(
+                17,
+                "route[1].path",
+                &format!("\"{path}\": a route path has no query, fragment or ;parameters")
+            )],
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn methods_must_be_upper_case_http_methods() {
+    let dir = Dir::new();
+    let text = with_route(
+        "path = \"/api\"\nmethods = [\n    \"GET\",\n    \"post\",\n]\nupstream = \"app\"\n",
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            20,
+            "route[1].methods[1]",
+            "\"post\" is not an HTTP method (upper case, like \"GET\")"
+        )]
+    );
+    let text = with_route("path = \"/api\"\nmethods = [\"GET\", \"\"]\nupstream = \"app\"\n");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            18,
+            "route[1].methods[1]",
+            "\"\" is not an HTTP method (upper case, like \"GET\")"
+        )]
+    );
+}
+
+#[test]
+fn auth_is_required_or_public() {
+    let dir = Dir::new();
+    let text = with_route("path = \"/api\"\nupstream = \"app\"\nauth = \"maybe\"\n");
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            19,
+            "route[1].auth",
+            "\"maybe\" is neither \"required\" nor \"public\""
+        )]
+    );
+}
+
+#[test]
+fn a_public_route_cannot_require_roles() {
+    let dir = Dir::new();
+    let text = with_route(
+        "path = \"/open\"\nupstream = \"app\"\nauth = \"public\"\nrequire = { roles = [\"admin\"] }\n",
+    );
+    assert_eq!(
+        dir.errors(&text),
+        vec![dir.issue(
+            20,
+            "route[1].require",
+            "a public route cannot require roles"
+        )]
+    );
+}
+
+#[test]
+fn a_shadowed_route_is_a_warning_naming_both() {
+    let dir = Dir::new();
+    let text = with_route("path = \"/\"\nmethods = [\"GET\"]\nupstream = \"app\"\n");
+    let config = dir.ok(&text);
+    assert_eq!(
+        config.warnings,
+        vec![dir.issue(
+            17,
+            "route[1]",
+            "can never match: route[0] has the same path and takes all its methods"
+        )]
+    );
+
+    // `/api/` and `/api` are the same prefix; methods that cover the later route shadow it.
+    let text = format!(
+        "{BASE}\n[[route]]\npath = \"/api\"\nmethods = [\"GET\", \"POST\"]\nupstream = \"app\"\n\n[[route]]\npath = \"/api/\"\nmethods = [\"POST\"]\nupstream = \"app\"\n"
+    );
+    let config = dir.ok(&text);
+    assert_eq!(
+        config.warnings,
+        vec![dir.issue(
+            22,
+            "route[2]",
+            "can never match: route[1] has the same path and takes all its methods"
+        )]
+    );
+
+    // A later route that takes more methods than the earlier one is reachable.
+    let text = format!(
+        "{BASE}\n[[route]]\npath = \"/api\"\nmethods = [\"GET\"]\nupstream = \"app\"\n\n[[route]]\npath = \"/api\"\nupstream = \"app\"\n"
+    );
+    assert!(dir.ok(&text).warnings.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstreams
+
+fn with_upstream(fields: &str) -> String {
+    // `[[upstream]]` on line 16, the first field on line 17.
+    format!("{BASE}\n[[upstream]]\n{fields}")
+}
+
+#[test]
+fn an_unused_upstream_is_a_warning() {
+    let dir = Dir::new();
+    let config = dir.ok(&with_upstream(
+        "name = \"spare\"\nurl = \"http://127.0.0.1:4000\"\n",
+    ));
+    assert_eq!(
+        config.warnings,
+        vec![dir.issue(17, "upstream[1]", "no route uses upstream \"spare\"")]
+    );
+}
+
+#[test]
+fn two_upstreams_cannot_share_a_name() {
+    let dir = Dir::new();
+    let errors = dir.errors(&with_upstream(
+        "name = \"app\"\nurl = \"http://127.0.0.1:4000\"\n",
+    ));
+    assert_eq!(
+        errors,
+        vec![dir.issue(17, "upstream[1].name", "two upstreams are named \"app\"")]
+    );
+}
+
+#[test]
+fn an_upstream_url_has_no_path() {
+    let dir = Dir::new();
+    let errors = dir.errors(&with_upstream(
+        "name = \"api\"\nurl = \"http://127.0.0.1:4000/api\"\n",
+    ));
+    assert_eq!(
+        errors,
+        vec![dir.issue(
+            18,
+            "upstream[1].url",
+            "\"http://127.0.0.1:4000/api\": an upstream URL has no path; requests keep theirs"
+        )]
+    );
+    let errors = dir.errors(&with_upstream(
+        "name = \"api\"\nurl = \"ftp://127.0.0.1:21\"\n",
+    ));
+    assert_eq!(
+        errors,
+        vec![dir.issue(
+            18,
+            "upstream[1].url",
+            "\"ftp://127.0.0.1:21\" is not http://host:port, https://host:port or builtin:echo"
+        )]
+    );
+}
+
+#[test]
+fn ca_is_only_for_https_upstreams() {
+    let dir = Dir::new();
+    let errors = dir.errors(&with_upstream(
+        "name = \"api\"\nurl = \"http://127.0.0.1:4000\"\nca = \"ca.pem\"\n",
+    ));
+    assert_eq!(
+        errors,
+        vec![dir.issue(19, "upstream[1].ca", "ca is for https upstreams")]
+    );
+    let errors = dir.errors(&with_upstream(
+        "name = \"api\"\nurl = \"builtin:echo\"\nca = \"ca.pem\"\n",
+    ));
+    assert_eq!(
+        errors,
+        vec![dir.issue(19, "upstream[1].ca", "builtin:echo takes no ca")]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Several problems at once
+
+#[test]
+fn independent_mistakes_are_reported_together_in_file_order() {
+    let dir = Dir::new();
+    let text = r#"[server]
+listen = "127.0.0.1:8443"
+header_read_timeout = "ten seconds"
+
+[tokens]
+algorithm = "RS256"
+signing_key = "jwt.pem"
+
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:3000"
+
+[[route]]
+path = "/"
+upstream = "ap"
+"#;
+    assert_eq!(
+        dir.errors(text),
+        vec![
+            dir.issue(
+                3,
+                "server.header_read_timeout",
+                "\"ten seconds\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")"
+            ),
+            dir.issue(
+                7,
+                "tokens.signing_key",
+                "RS256 needs an RSA key, but this is an EC P-256 private key"
+            ),
+            dir.issue(15, "route[0].upstream", "no upstream named \"ap\""),
+        ]
+    );
+}
+
+#[test]
+fn issues_within_one_route_are_in_file_order() {
+    let dir = Dir::new();
+    let text = with_route("upstream = \"ap\"\npath = \"/a/../b\"\n");
+    assert_eq!(
+        dir.errors(&text),
+        vec![
+            dir.issue(17, "route[1].upstream", "no upstream named \"ap\""),
+            dir.issue(
+                18,
+                "route[1].path",
+                "\"/a/../b\" is not in canonical form; write \"/b\""
+            ),
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_key_does_not_hide_the_other_problems() {
+    // `authgate check` promises every problem: a typo in one key must not hide a missing
+    // upstream and a wrong key type further down.
+    let dir = Dir::new();
+    let text = r#"[server]
+listen = "127.0.0.1:8443"
+listn = "127.0.0.1:9000"
+
+[tokens]
+algorithm = "RS256"
+signing_key = "jwt.pem"
+
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:3000"
+
+[[route]]
+path = "/"
+upstream = "ap"
+"#;
+    let errors = dir.errors(text);
+    let summary: Vec<_> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (Some(3), "server.listn"),
+            (Some(7), "tokens.signing_key"),
+            (Some(15), "route[0].upstream"),
+        ],
+        "{errors:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// [dev] generate_missing, and paths relative to the config file
+
+const DEV: &str = r#"[server]
+listen = "127.0.0.1:8443"
+tls = { cert = "certs/server.crt", key = "certs/server.key" }
+
+[tokens]
+algorithm = "ES256"
+signing_key = "certs/jwt-signing.pem"
+
+[dev]
+generate_missing = true
+
+[[upstream]]
+name = "echo"
+url = "builtin:echo"
+
+[[route]]
+path = "/"
+upstream = "echo"
+"#;
+
+#[test]
+fn generate_missing_only_warns_when_not_writing() {
+    let dir = Dir::new();
+    let config = dir
+        .load_with(DEV, LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let missing = |name: &str| {
+        format!(
+            "{} is missing; it will be generated at start (development only)",
+            dir.path(name).display()
+        )
+    };
+    assert_eq!(
+        config.warnings,
+        vec![
+            dir.issue(
+                10,
+                "dev.generate_missing",
+                "missing TLS and signing keys are generated: development only, turn off in production"
+            ),
+            dir.issue(3, "server.tls.key", &missing("certs/server.key")),
+            dir.issue(3, "server.tls.cert", &missing("certs/server.crt")),
+            dir.issue(7, "tokens.signing_key", &missing("certs/jwt-signing.pem")),
+        ]
+    );
+    assert!(config.generated.is_empty());
+    assert!(config.server.tls.is_some(), "served from memory");
+    assert!(config.tokens.keys[0].can_sign());
+    assert!(!dir.path("certs").exists(), "nothing is written");
+}
+
+#[test]
+fn generate_missing_writes_private_files_that_are_used_next_time() {
+    let dir = Dir::new();
+    let write = LoadOptions {
+        write_generated: true,
+    };
+    let first = dir.load_with(DEV, write).unwrap_or_else(|e| panic!("{e}"));
+    let files = [
+        dir.path("certs/server.key"),
+        dir.path("certs/server.crt"),
+        dir.path("certs/jwt-signing.pem"),
+    ];
+    assert_eq!(first.generated, files.to_vec());
+    for file in &files {
+        assert!(file.exists(), "{}", file.display());
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    assert_eq!(
+        first.warnings,
+        vec![dir.issue(
+            10,
+            "dev.generate_missing",
+            "missing TLS and signing keys are generated: development only, turn off in production"
+        )]
+    );
+    let written = std::fs::read(&files[2]).expect("read");
+    let key = Key::from_pem(Algorithm::ES256, &written, None).expect("a usable ES256 key");
+    assert_eq!(first.tokens.keys[0].kid, key.kid);
+
+    let second = dir.load_with(DEV, write).unwrap_or_else(|e| panic!("{e}"));
+    assert!(second.generated.is_empty(), "existing files are kept");
+    assert_eq!(second.tokens.keys[0].kid, first.tokens.keys[0].kid);
+    assert_eq!(std::fs::read(&files[2]).expect("read"), written);
+}
+
+#[test]
+fn without_generate_missing_a_missing_file_is_an_error() {
+    let dir = Dir::new();
+    let text = DEV.replace("generate_missing = true", "generate_missing = false");
+    assert_eq!(
+        dir.errors(&text),
+        vec![
+            dir.issue(
+                3,
+                "server.tls.cert",
+                &format!(
+                    "cannot read {}: No such file or directory (os error 2)",
+                    dir.path("certs/server.crt").display()
+                )
+            ),
+            dir.issue(
+                3,
+                "server.tls.key",
+                &format!(
+                    "cannot read {}: No such file or directory (os error 2)",
+                    dir.path("certs/server.key").display()
+                )
+            ),
+            dir.issue(
+                7,
+                "tokens.signing_key",
+                &format!(
+                    "cannot read {}: No such file or directory (os error 2)",
+                    dir.path("certs/jwt-signing.pem").display()
+                )
+            ),
+        ]
+    );
+}
+
+#[test]
+fn relative_paths_resolve_from_the_config_folder() {
+    // The config lives in a sub-folder; the test process runs elsewhere.
+    let dir = Dir::new();
+    let (cert, key) = crate::tls::generate_dev_certificate().expect("certificate");
+    dir.write("conf/tls/server.crt", &cert);
+    dir.write("conf/tls/server.key", &key);
+    dir.write("conf/tls/ca.crt", &cert);
+    dir.key("conf/keys/jwt.pem", Algorithm::EdDSA);
+    let text = r#"[server]
+listen = "127.0.0.1:8443"
+tls = { cert = "tls/server.crt", key = { file = "tls/server.key" } }
+
+[tokens]
+algorithm = "EdDSA"
+signing_key = "keys/jwt.pem"
+
+[[upstream]]
+name = "app"
+url = "https://localhost:3443"
+ca = "tls/ca.crt"
+
+[[route]]
+path = "/"
+upstream = "app"
+"#;
+    let path = dir.path("conf/gateway.toml");
+    let config = Config::from_toml_str(text, &path, LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.server.tls.is_some());
+    assert_eq!(config.tokens.keys[0].alg, Algorithm::EdDSA);
+
+    let errors = Config::from_toml_str(
+        &text.replace("keys/jwt.pem", "keys/other.pem"),
+        &path,
+        LoadOptions::default(),
+    )
+    .expect_err("missing key");
+    assert_eq!(
+        errors.0,
+        vec![ConfigIssue {
+            file: path.display().to_string(),
+            line: Some(7),
+            key: "tokens.signing_key".into(),
+            message: format!(
+                "cannot read {}: No such file or directory (os error 2)",
+                dir.path("conf/keys/other.pem").display()
+            ),
+        }]
+    );
+}
+
+#[test]
+fn load_reads_the_file_and_names_it() {
+    let dir = Dir::new();
+    dir.write("gateway.toml", BASE);
+    let config = Config::load(&dir.config_path(), LoadOptions::default()).expect("load");
+    assert_eq!(config.file, dir.config_path());
+
+    let missing = dir.path("nope.toml");
+    let errors = Config::load(&missing, LoadOptions::default()).expect_err("missing");
+    assert_eq!(
+        errors.0,
+        vec![ConfigIssue {
+            file: missing.display().to_string(),
+            line: None,
+            key: "(file)".into(),
+            message: "cannot read: No such file or directory (os error 2)".into(),
+        }]
+    );
+    assert_eq!(
+        errors.to_string(),
+        format!(
+            "{}: (file): cannot read: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+}
+
+#[test]
+fn an_issue_displays_as_file_line_key_message() {
+    let issue = ConfigIssue {
+        file: "gateway.toml".into(),
+        line: Some(14),
+        key: "route[2].upstream".into(),
+        message: "no upstream named \"ap\"".into(),
+    };
+    assert_eq!(
+        issue.to_string(),
+        "gateway.toml:14: route[2].upstream: no upstream named \"ap\""
+    );
+}

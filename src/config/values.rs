@@ -74,6 +74,10 @@ pub(super) fn read_source(
     inline_is_path: bool,
 ) -> Result<Vec<u8>, String> {
     match source {
+        Source::Inline(text) if inline_is_path && looks_like_pem(text) => Err(
+            "this is PEM text, not a path: give a path, { file = \"path\" } or { env = \"VAR\" }"
+                .to_owned(),
+        ),
         Source::Inline(path) if inline_is_path => read_file(&resolve(base, path)),
         Source::Inline(value) => Ok(value.as_bytes().to_vec()),
         Source::Env(var) => match std::env::var(var) {
@@ -88,10 +92,16 @@ pub(super) fn read_source(
 /// The path a source names, if it names one (for generating missing dev material).
 pub(super) fn source_path(source: &Source, base: &Path, inline_is_path: bool) -> Option<PathBuf> {
     match source {
+        Source::Inline(text) if inline_is_path && looks_like_pem(text) => None,
         Source::Inline(path) if inline_is_path => Some(resolve(base, path)),
         Source::File(path) => Some(resolve(base, path)),
         Source::Inline(_) | Source::Env(_) => None,
     }
+}
+
+/// Key material pasted where a path was expected: it must never be echoed as a "path".
+fn looks_like_pem(text: &str) -> bool {
+    text.contains("-----BEGIN") || text.contains('\n')
 }
 
 pub(super) fn read_file(path: &Path) -> Result<Vec<u8>, String> {

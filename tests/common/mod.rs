@@ -98,7 +98,10 @@ impl TestKey {
     pub fn config_lines(&self, dir: &Path, name: &str) -> String {
         std::fs::write(dir.join(name), &self.text).expect("write key");
         if is_hmac(self.alg) {
-            format!("algorithm = \"{:?}\"\nsecret = {{ file = \"{name}\" }}\n", self.alg)
+            format!(
+                "algorithm = \"{:?}\"\nsecret = {{ file = \"{name}\" }}\n",
+                self.alg
+            )
         } else {
             format!("algorithm = \"{:?}\"\nsigning_key = \"{name}\"\n", self.alg)
         }
@@ -108,7 +111,9 @@ impl TestKey {
     pub fn public_pem(&self) -> String {
         use aws_lc_rs::encoding::AsDer as _;
         use aws_lc_rs::signature::KeyPair as _;
-        let der = pem::parse(self.text.as_bytes()).expect("pem").into_contents();
+        let der = pem::parse(self.text.as_bytes())
+            .expect("pem")
+            .into_contents();
         let spki: Vec<u8> = match self.alg {
             Algorithm::ES256 | Algorithm::ES384 => {
                 let alg = if self.alg == Algorithm::ES256 {
@@ -207,7 +212,9 @@ impl Upstream {
     }
 
     pub async fn start_with_delay(slow_delay: Duration) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let log = received.clone();
@@ -220,7 +227,11 @@ impl Upstream {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let log = log.clone();
-                        async move { Ok::<_, std::convert::Infallible>(upstream_answer(req, log, slow_delay).await) }
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                upstream_answer(req, log, slow_delay).await,
+                            )
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -317,11 +328,19 @@ impl Gateway {
     pub async fn start(dir: &Path, config: &str) -> Gateway {
         let path = dir.join("gateway.toml");
         std::fs::write(&path, config).expect("write config");
-        let config = Config::load(&path, LoadOptions { write_generated: true })
-            .unwrap_or_else(|e| panic!("config refused:\n{e}"));
+        let config = Config::load(
+            &path,
+            LoadOptions {
+                write_generated: true,
+            },
+        )
+        .unwrap_or_else(|e| panic!("config refused:\n{e}"));
         let listeners = authgate::Listeners::bind(&config).await.expect("bind");
         let addr = listeners.public.local_addr().expect("addr");
-        let admin = listeners.admin.as_ref().map(|l| l.local_addr().expect("addr"));
+        let admin = listeners
+            .admin
+            .as_ref()
+            .map(|l| l.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(authgate::run(Arc::new(config), listeners, async {
             let _ = rx.await;
@@ -513,18 +532,29 @@ pub async fn raw_request(addr: SocketAddr, ca_pem: &str, raw: &[u8]) -> (u16, St
 
 /// A GET of `target` (sent byte for byte) with optional extra header lines.
 pub async fn raw_get(addr: SocketAddr, ca_pem: &str, target: &str, extra: &str) -> (u16, String) {
-    let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n");
+    let req =
+        format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n");
     raw_request(addr, ca_pem, req.as_bytes()).await
 }
 
 /// Runs `hyper` as an HTTP/2 client over TLS (ALPN h2) for one GET; returns the status
 /// and the negotiated version.
-pub async fn h2_get(addr: SocketAddr, ca_pem: &str, path: &str, token: &str) -> (StatusCode, http::Version, String) {
+pub async fn h2_get(
+    addr: SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    token: &str,
+) -> (StatusCode, http::Version, String) {
     let stream = tls_connect(addr, ca_pem, &[b"h2"]).await;
-    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "ALPN chose h2");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .expect("h2 handshake");
+    assert_eq!(
+        stream.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "ALPN chose h2"
+    );
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
     tokio::spawn(conn);
     let req = Request::builder()
         .uri(format!("https://localhost:{}{path}", addr.port()))
