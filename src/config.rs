@@ -335,15 +335,17 @@ impl Ctx<'_> {
         }
     }
 
-    /// Reads key material; when it is missing and `[dev] generate_missing` is on, makes it.
+    /// Reads key material; when it is missing, `[dev] generate_missing` is on and `make`
+    /// is given, makes it.
     fn material(
         &mut self,
         source: &Spanned<Source>,
         key: &str,
         inline_is_path: bool,
-        make: &dyn Fn() -> Result<String, String>,
+        make: Option<&dyn Fn() -> Result<String, String>>,
     ) -> Option<Vec<u8>> {
         if self.generate
+            && let Some(make) = make
             && let Some(path) = source_path(source.get_ref(), &self.base, inline_is_path)
             && !path.exists()
         {
@@ -561,7 +563,7 @@ impl Ctx<'_> {
                     None
                 }
             };
-            let key = self.material(&tls.key, "server.tls.key", true, &|| Err(String::new()));
+            let key = self.material(&tls.key, "server.tls.key", true, None);
             (cert?, key?)
         };
         let ca = match client_ca {
@@ -629,10 +631,10 @@ impl Ctx<'_> {
                 None
             }
             (Some(alg), Some(pem), None) => {
-                self.pem_key(alg, pem, "tokens.signing_key", kid.clone())
+                self.pem_key(alg, pem, "tokens.signing_key", kid.clone(), true)
             }
             (Some(alg), None, Some(secret)) => {
-                self.secret_key(alg, secret, "tokens.secret", kid.clone())
+                self.secret_key(alg, secret, "tokens.secret", kid.clone(), true)
             }
         };
         if let (Some(key), Some(at)) = (&signing, &raw.signing_key)
@@ -682,12 +684,14 @@ impl Ctx<'_> {
         (!tokens.keys.is_empty()).then_some(tokens)
     }
 
+    /// A PEM key for `alg`; the signing key (`generate`) may be made in development.
     fn pem_key(
         &mut self,
         alg: Algorithm,
         source: &Spanned<Source>,
         key: &str,
         kid: Option<String>,
+        generate: bool,
     ) -> Option<Key> {
         if is_hmac(alg) {
             self.error(
@@ -697,9 +701,8 @@ impl Ctx<'_> {
             );
             return None;
         }
-        let pem = self.material(source, key, true, &|| {
-            crate::jwt::generate_key(alg).map_err(|e| e.to_string())
-        })?;
+        let make = || crate::jwt::generate_key(alg).map_err(|e| e.to_string());
+        let pem = self.material(source, key, true, generate.then_some(&make as _))?;
         match Key::from_pem(alg, &pem, kid) {
             Ok(k) => Some(k),
             Err(e) => {
@@ -715,13 +718,14 @@ impl Ctx<'_> {
         source: &Spanned<Source>,
         key: &str,
         kid: Option<String>,
+        generate: bool,
     ) -> Option<Key> {
         if matches!(source.get_ref(), Source::Inline(_)) {
             self.warn(source, key, "the secret is written in the config file; prefer { env = \"VAR\" } or { file = \"path\" }");
         }
-        let secret = trim_secret(self.material(source, key, false, &|| {
-            crate::jwt::generate_key(alg).map_err(|e| e.to_string())
-        })?);
+        let make = || crate::jwt::generate_key(alg).map_err(|e| e.to_string());
+        let secret =
+            trim_secret(self.material(source, key, false, generate.then_some(&make as _))?);
         match Key::from_secret(alg, &secret, kid) {
             Ok(k) => Some(k),
             Err(e) => {
@@ -749,31 +753,8 @@ impl Ctx<'_> {
         // span names the line.
         let at = |v: &Source| Spanned::new(raw.span(), v.clone());
         match (&prev.key, &prev.secret) {
-            (Some(pem), None) => {
-                let source = at(pem);
-                if is_hmac(alg) {
-                    self.error(
-                        &source,
-                        key,
-                        format!("{alg:?} is an HMAC algorithm: give {{ secret = ... }}"),
-                    );
-                    return None;
-                }
-                match read_source(pem, &self.base, true)
-                    .map(|bytes| Key::from_pem(alg, &bytes, prev.kid.clone()))
-                {
-                    Ok(Ok(k)) => Some(k),
-                    Ok(Err(e)) => {
-                        self.error(&source, key, e.to_string());
-                        None
-                    }
-                    Err(message) => {
-                        self.error(&source, key, message);
-                        None
-                    }
-                }
-            }
-            (None, Some(secret)) => self.secret_key(alg, &at(secret), key, prev.kid.clone()),
+            (Some(pem), None) => self.pem_key(alg, &at(pem), key, prev.kid.clone(), false),
+            (None, Some(secret)) => self.secret_key(alg, &at(secret), key, prev.kid.clone(), false),
             _ => {
                 self.error(raw, key, "give exactly one of key or secret");
                 None

@@ -45,6 +45,13 @@ impl Gateway {
             tokens.issuer.clone(),
             tokens.audience.clone(),
             i64::try_from(tokens.leeway.as_secs()).unwrap_or(i64::MAX),
+        )
+        .with_extra_claims(
+            config
+                .identity
+                .claim_headers
+                .iter()
+                .map(|(_, claim)| claim.as_str()),
         );
         Gateway {
             proxy: Proxy::new(&config),
@@ -63,7 +70,7 @@ impl Gateway {
         &self.revocations
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
         let started = Instant::now();
         let request_id = self.request_id(req.headers(), peer);
         let method = req.method().clone();
@@ -108,7 +115,7 @@ impl Gateway {
     async fn process<'a>(
         &'a self,
         req: Request<Incoming>,
-        peer: Peer,
+        peer: &Peer,
         request_id: &HeaderValue,
         log: &mut AccessLog<'a>,
     ) -> Result<Response<Body>, Error> {
@@ -167,11 +174,11 @@ impl Gateway {
 
     /// A trusted proxy's request id is kept, so one id follows a request through every
     /// hop; anyone else's is replaced.
-    fn request_id(&self, headers: &HeaderMap, peer: Peer) -> HeaderValue {
+    fn request_id(&self, headers: &HeaderMap, peer: &Peer) -> HeaderValue {
         if let Some(id) = headers.get(&X_REQUEST_ID)
             && id.len() <= 128
             && !id.is_empty()
-            && self.proxy.is_trusted(peer.addr.ip().to_canonical())
+            && self.proxy.is_trusted(peer.addr.ip())
         {
             return id.clone();
         }
@@ -272,9 +279,15 @@ impl RequestIds {
     }
 
     fn next(&self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let text = format!("{:016x}{:016x}", self.prefix, n);
-        HeaderValue::from_str(&text).expect("hex digits are a valid header value")
+        let mut text = [0u8; 32];
+        let bytes = self.prefix.to_be_bytes().into_iter().chain(n.to_be_bytes());
+        for (i, byte) in bytes.enumerate() {
+            text[2 * i] = HEX[usize::from(byte >> 4)];
+            text[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+        }
+        HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
     }
 }
 

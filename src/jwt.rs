@@ -103,7 +103,8 @@ impl Default for OneOrMany {
 }
 
 /// The claims authgate reads and writes: Flask-JWT-Extended's defaults plus `iss`, `aud`
-/// and `roles`. Other claims are kept in `extra` so `identity.claim_headers` can name them.
+/// and `roles`. Other claims go in `extra`: written when signing, and read when verifying
+/// only if `identity.claim_headers` names them (a second parse, paid only then).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -137,9 +138,14 @@ pub struct Claims {
     pub aud: Option<OneOrMany>,
     #[serde(default)]
     pub roles: OneOrMany,
-    #[serde(flatten)]
+    #[serde(skip)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
+
+/// Claim names that [`Claims`] has fields for.
+const TYPED_CLAIMS: &[&str] = &[
+    "sub", "iat", "nbf", "exp", "jti", "type", "fresh", "iss", "aud", "roles",
+];
 
 impl Claims {
     /// A claim as header text: strings as they are, arrays comma-joined, numbers and
@@ -262,6 +268,8 @@ pub struct Verifier {
     issuer: String,
     audience: String,
     leeway_secs: i64,
+    /// Claims outside [`Claims`]' fields that callers read from `extra`.
+    extra_claims: Vec<String>,
 }
 
 impl Verifier {
@@ -271,7 +279,18 @@ impl Verifier {
             issuer,
             audience,
             leeway_secs,
+            extra_claims: Vec::new(),
         }
+    }
+
+    /// Also read these claims into `Claims::extra` (those with typed fields are skipped).
+    pub fn with_extra_claims<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Verifier {
+        self.extra_claims = names
+            .into_iter()
+            .filter(|n| !TYPED_CLAIMS.contains(n))
+            .map(str::to_owned)
+            .collect();
+        self
     }
 
     /// Verifies `token` as an access token at `now` (seconds since the epoch). Revocation
@@ -313,21 +332,32 @@ impl Verifier {
             return Err(TokenError::AlgorithmNotAllowed);
         }
         let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-        let valid = jsonwebtoken::crypto::verify(
-            signature_b64,
-            signing_input.as_bytes(),
-            &key.decoding,
-            key.alg,
-        )
-        .map_err(|_| TokenError::Malformed)?;
-        if !valid {
+        // Room for the largest signature (RSA-8192: 1024 bytes) without a heap allocation.
+        let mut signature = [0u8; 1024];
+        let signature_len = URL_SAFE_NO_PAD
+            .decode_slice(signature_b64, &mut signature)
+            .map_err(|_| TokenError::Malformed)?;
+        if !key
+            .verifying
+            .verify(signing_input.as_bytes(), &signature[..signature_len])
+        {
             return Err(TokenError::BadSignature);
         }
         let payload = URL_SAFE_NO_PAD
             .decode(payload_b64)
             .map_err(|_| TokenError::Malformed)?;
-        let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+        let mut claims: Claims =
+            serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
         self.check_claims(&claims, now)?;
+        if !self.extra_claims.is_empty() {
+            let mut all: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+            for name in &self.extra_claims {
+                if let Some(value) = all.remove(name) {
+                    claims.extra.insert(name.clone(), value);
+                }
+            }
+        }
         Ok(claims)
     }
 
@@ -396,7 +426,19 @@ impl Signer {
             self.key.encoding.as_ref().ok_or_else(|| {
                 SignError(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into())
             })?;
-        jsonwebtoken::encode(&header, claims, encoding).map_err(SignError)
+        /// The claims on the wire: the typed fields and `extra`, side by side.
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            #[serde(flatten)]
+            claims: &'a Claims,
+            #[serde(flatten)]
+            extra: &'a serde_json::Map<String, serde_json::Value>,
+        }
+        let wire = Wire {
+            claims,
+            extra: &claims.extra,
+        };
+        jsonwebtoken::encode(&header, &wire, encoding).map_err(SignError)
     }
 }
 

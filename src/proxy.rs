@@ -33,11 +33,25 @@ use crate::jwt::{Claims, TokenError};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
 
-/// Where a request came from, as the accepting socket saw it.
-#[derive(Debug, Clone, Copy)]
+/// Where a request came from, as the accepting socket saw it. Built once per connection.
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// The peer's address as an `X-Forwarded-For` value, rendered once per connection.
+    pub forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, tls: bool) -> Peer {
+        let ip = addr.ip().to_canonical();
+        Peer {
+            addr: SocketAddr::new(ip, addr.port()),
+            tls,
+            forwarded_for: HeaderValue::from_str(&ip.to_string())
+                .expect("an IP address is a valid header value"),
+        }
+    }
 }
 
 /// What the gateway decided about a request, as forwarding needs it.
@@ -48,7 +62,7 @@ pub struct Forward<'a> {
     pub normalized_path: Option<String>,
     pub upstream: usize,
     pub claims: Option<&'a Claims>,
-    pub peer: Peer,
+    pub peer: &'a Peer,
     pub request_id: &'a HeaderValue,
 }
 
@@ -268,10 +282,9 @@ impl Proxy {
         fwd: &Forward<'_>,
         host: Option<&HeaderValue>,
     ) {
-        let ip = fwd.peer.addr.ip().to_canonical();
+        let ip = fwd.peer.addr.ip();
         let proto = HeaderValue::from_static(if fwd.peer.tls { "https" } else { "http" });
-        let peer_value =
-            HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+        let peer_value = fwd.peer.forwarded_for.clone();
         if self.is_trusted(ip) {
             // Keep the chain the trusted proxy built and append the hop we saw.
             let chain = headers

@@ -88,7 +88,7 @@ pub async fn run(config: Arc<Config>, listeners: Listeners, shutdown: impl Futur
             match tls {
                 None => {
                     connection
-                        .serve(TokioIo::new(stream), Peer { addr, tls: false })
+                        .serve(TokioIo::new(stream), Peer::new(addr, false))
                         .await
                 }
                 Some(acceptor) => {
@@ -96,7 +96,7 @@ pub async fn run(config: Arc<Config>, listeners: Listeners, shutdown: impl Futur
                         handshake(&acceptor, stream, addr, handshake_timeout).await
                     {
                         connection
-                            .serve(TokioIo::new(stream), Peer { addr, tls: true })
+                            .serve(TokioIo::new(stream), Peer::new(addr, true))
                             .await;
                     }
                 }
@@ -166,13 +166,16 @@ impl Connection {
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
         let gateway = self.gateway;
+        let addr = peer.addr;
+        let peer = Arc::new(peer);
         let service = service_fn(move |req| {
             let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) }
         });
         let conn = self.builder.serve_connection_with_upgrades(io, service);
         if let Err(error) = self.watcher.watch(conn.into_owned()).await {
-            tracing::debug!(addr = %peer.addr, %error, "connection ended with an error");
+            tracing::debug!(%addr, %error, "connection ended with an error");
         }
     }
 }

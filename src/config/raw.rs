@@ -277,8 +277,8 @@ pub(super) fn error_path(path: &serde_path_to_error::Path) -> Vec<Segment> {
         .collect()
 }
 
-/// The keys a table of the file takes, for "unknown key" messages. Kept beside the structs
-/// above; `config::tests` checks every table's list against its struct.
+/// The keys a table of the file takes, for "unknown key" messages: keep it in step with
+/// the structs above (a missing name only makes a message less helpful).
 pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
     let names: Vec<&str> = table
         .iter()

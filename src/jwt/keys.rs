@@ -7,8 +7,10 @@
 //! runtime surprise.
 
 use std::fmt;
+use std::sync::Arc;
 
 use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{KeyPair as _, ParsedPublicKey, VerificationAlgorithm};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
@@ -50,12 +52,70 @@ pub enum KeyError {
 pub struct Key {
     pub kid: String,
     pub alg: Algorithm,
-    pub(crate) decoding: DecodingKey,
+    /// The verification half, parsed once: no key parsing per request.
+    pub(crate) verifying: Verifying,
     /// Present when the key can sign (a private key or a secret).
     pub(crate) encoding: Option<EncodingKey>,
     /// The public JWK with `kid`, `alg` and `use` set, for JWKS; `None` for HMAC secrets,
     /// which are never published.
     pub public_jwk: Option<Jwk>,
+}
+
+/// A key ready to check signatures.
+#[derive(Clone)]
+pub(crate) enum Verifying {
+    Hmac(Arc<aws_lc_rs::hmac::Key>),
+    Public(Arc<ParsedPublicKey>),
+}
+
+impl Verifying {
+    /// Whether `signature` signs `message`. HMAC tags are compared in constant time.
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Verifying::Hmac(key) => aws_lc_rs::hmac::verify(key, message, signature).is_ok(),
+            Verifying::Public(key) => key.verify_sig(message, signature).is_ok(),
+        }
+    }
+}
+
+/// The aws-lc-rs verification algorithm that implements a JWS asymmetric algorithm.
+fn verification_algorithm(alg: Algorithm) -> &'static dyn VerificationAlgorithm {
+    use aws_lc_rs::signature as sig;
+    match alg {
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &sig::ED25519,
+        _ => &sig::RSA_PKCS1_2048_8192_SHA256,
+    }
+}
+
+/// The public key bytes aws-lc-rs parses: DER for RSA (PKCS#1 or SubjectPublicKeyInfo),
+/// the uncompressed point for EC, the raw 32 bytes for Ed25519.
+fn public_key_bytes(jwk: &Jwk, rsa_der: Option<&[u8]>) -> Result<Vec<u8>, KeyError> {
+    use jsonwebtoken::jwk::AlgorithmParameters as P;
+    let b64 = |text: &str| {
+        URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| KeyError::Invalid("bad public key encoding".into()))
+    };
+    match &jwk.algorithm {
+        P::EllipticCurve(ec) => {
+            let mut point = vec![0x04];
+            point.extend(b64(&ec.x)?);
+            point.extend(b64(&ec.y)?);
+            Ok(point)
+        }
+        P::OctetKeyPair(ed) => b64(&ed.x),
+        P::RSA(_) => rsa_der
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| KeyError::Invalid("RSA public key unavailable".into())),
+        _ => Err(KeyError::Invalid("not an asymmetric key".into())),
+    }
 }
 
 impl fmt::Debug for Key {
@@ -160,6 +220,27 @@ impl Key {
             });
         }
         let invalid = |e: jsonwebtoken::errors::Error| KeyError::Invalid(e.to_string());
+        let rejected = |e: aws_lc_rs::error::KeyRejected| KeyError::Invalid(e.to_string());
+        // RSA public key DER for the verifier: the block itself, or derived from the
+        // private key.
+        let rsa_der: Option<Vec<u8>> = match (found, private, block.tag()) {
+            (KeyType::Rsa, false, _) => Some(der.clone()),
+            (KeyType::Rsa, true, "RSA PRIVATE KEY") => Some(
+                aws_lc_rs::rsa::KeyPair::from_der(&der)
+                    .map_err(rejected)?
+                    .public_key()
+                    .as_ref()
+                    .to_vec(),
+            ),
+            (KeyType::Rsa, true, _) => Some(
+                aws_lc_rs::rsa::KeyPair::from_pkcs8(&der)
+                    .map_err(rejected)?
+                    .public_key()
+                    .as_ref()
+                    .to_vec(),
+            ),
+            _ => None,
+        };
         let (encoding, jwk) = if private {
             // Re-encoded so an RSA PKCS#1 or EC SEC1 block reaches jsonwebtoken as the PEM
             // form it reads.
@@ -198,7 +279,8 @@ impl Key {
                 return Err(KeyError::RsaTooSmall { bits });
             }
         }
-        let decoding = DecodingKey::from_jwk(&jwk).map_err(invalid)?;
+        let public = public_key_bytes(&jwk, rsa_der.as_deref())?;
+        let parsed = ParsedPublicKey::new(verification_algorithm(alg), public).map_err(rejected)?;
         let kid = match kid {
             Some(kid) => kid,
             None => jwk.thumbprint(ThumbprintHash::SHA256).map_err(invalid)?,
@@ -209,7 +291,7 @@ impl Key {
         Ok(Key {
             kid,
             alg,
-            decoding,
+            verifying: Verifying::Public(Arc::new(parsed)),
             encoding,
             public_jwk: Some(jwk),
         })
@@ -247,7 +329,14 @@ impl Key {
         Ok(Key {
             kid,
             alg,
-            decoding: DecodingKey::from_secret(secret).map_err(invalid)?,
+            verifying: Verifying::Hmac(Arc::new(aws_lc_rs::hmac::Key::new(
+                match alg {
+                    Algorithm::HS384 => aws_lc_rs::hmac::HMAC_SHA384,
+                    Algorithm::HS512 => aws_lc_rs::hmac::HMAC_SHA512,
+                    _ => aws_lc_rs::hmac::HMAC_SHA256,
+                },
+                secret,
+            ))),
             encoding: Some(EncodingKey::from_secret(secret).map_err(invalid)?),
             public_jwk: None,
         })
