@@ -65,9 +65,10 @@ struct Seg {
 }
 
 /// A byte that a canonical path keeps encoded: not unreserved, not a separator, not `%`
-/// (whose encoding followed by hex digits is a double encoding), not a control byte.
+/// (whose encoding followed by hex digits is a double encoding), not `;` (an encoded `;`
+/// is refused), not a control byte.
 fn kept_encoded(b: u8) -> bool {
-    b >= 0x20 && b != 0x7f && !is_unreserved(b) && !b"/\\%".contains(&b)
+    b >= 0x20 && b != 0x7f && !is_unreserved(b) && !b"/\\%;".contains(&b)
 }
 
 fn piece() -> impl Strategy<Value = Piece> {
@@ -278,13 +279,13 @@ fn respell(segs: &[Seg], trailing: bool, respelling: &Respelling) -> String {
 
 const GOOD_TOKENS: &[&str] = &[
     "a", "b", "ab", "admin", "A", "~", "-", "_", ".", "..", "/", "//", "/.", "/..", "/./", "/../",
-    "%2e", "%2E", "%41", "%61", "%7e", "%7E", "%5F", "%2D", "%20", "%3b", "%3B", ";", ";x", "=",
-    "%c3%a9", "é", "?", "#", "\"", "%25", "x", ":", "@", "!", "'", "*", "+", "%3f", "%23", "%ff",
-    "<", " ", "%21", "%3d", "{", "|",
+    "%2e", "%2E", "%41", "%61", "%7e", "%7E", "%5F", "%2D", "%20", ";", ";x", "=", "%c3%a9", "é",
+    "?", "#", "\"", "%25", "x", ":", "@", "!", "'", "*", "+", "%3f", "%23", "%ff", "<", " ", "%21",
+    "%3d", "{", "|",
 ];
 const BAD_TOKENS: &[&str] = &[
     "%2f", "%2F", "%5c", "%5C", "\\", "%00", "%0a", "%7f", "\t", "\u{7f}", "%", "%g", "%2",
-    "%252e", "%2541", "..;", ".;", "%2e%2e;x", "\n", "\u{0}",
+    "%252e", "%2541", "..;", ".;", "%2e%2e;x", "\n", "\u{0}", "%3b", "%3B",
 ];
 
 fn soup_token() -> impl Strategy<Value = &'static str> {
@@ -332,6 +333,9 @@ fn shape_violation(out: &str) -> Option<String> {
             }
             if value == b'/' || value == b'\\' {
                 return Some(format!("an encoded separator at {i}"));
+            }
+            if value == b';' {
+                return Some(format!("an encoded ; at {i}"));
             }
             if value < 0x20 || value == 0x7f {
                 return Some(format!("an encoded control byte at {i}"));
