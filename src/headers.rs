@@ -56,7 +56,12 @@ pub fn is_reserved(folded: &str) -> bool {
         "forwarded",
         "x-real-ip",
     ];
-    RESERVED.contains(&folded) || folded.starts_with("x-forwarded-")
+    RESERVED.contains(&folded) || is_forwarding(folded)
+}
+
+/// Forwarding headers, which only a trusted proxy may send (`folded` spelling).
+pub fn is_forwarding(folded: &str) -> bool {
+    folded.starts_with("x-forwarded-") || folded == "forwarded" || folded == "x-real-ip"
 }
 
 #[cfg(test)]

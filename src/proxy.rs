@@ -151,20 +151,28 @@ impl Proxy {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
-    /// Removes every client copy of an identity header. Runs on every request, public
-    /// routes included.
-    pub fn strip_identity(&self, headers: &mut HeaderMap) {
-        let spoofed: Vec<HeaderName> = headers
+    /// Every client header that must not reach the upstream, found in one pass:
+    /// hop-by-hop headers and those `Connection` names, identity headers in any spelling
+    /// (on every route, public ones too), the client's forwarding headers unless it is a
+    /// trusted proxy, and `Authorization` unless the config forwards it.
+    fn headers_to_drop(&self, headers: &HeaderMap, trusted: bool) -> Vec<HeaderName> {
+        let named = connection_tokens(headers);
+        headers
             .keys()
             .filter(|name| {
-                let folded = headers::fold(name.as_str());
+                let name = name.as_str();
+                if is_hop_by_hop(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+                    return true;
+                }
+                if name == "authorization" {
+                    return !self.identity.forward_authorization;
+                }
+                let folded = headers::fold(name);
                 self.identity.folded.iter().any(|f| *f == folded)
+                    || (!trusted && headers::is_forwarding(&folded))
             })
             .cloned()
-            .collect();
-        for name in spoofed {
-            headers.remove(name);
-        }
+            .collect()
     }
 
     pub async fn forward(
@@ -186,11 +194,30 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        strip_hop_by_hop(&mut parts.headers);
-        self.strip_identity(&mut parts.headers);
-        self.set_forwarding(&mut parts.headers, &fwd, host.as_ref());
-        if !self.identity.forward_authorization {
-            parts.headers.remove(header::AUTHORIZATION);
+        let trusted = self.is_trusted(fwd.peer.addr.ip());
+        let forwarded_for = forwarded_for(&parts.headers, fwd.peer, trusted);
+        for name in self.headers_to_drop(&parts.headers, trusted) {
+            parts.headers.remove(name);
+        }
+        // What follows inserts up to a handful of headers: grow the map once.
+        parts.headers.reserve(6 + self.identity.claims.len());
+        // A trusted proxy's own X-Forwarded-Proto and -Host were kept; anyone else's dropped.
+        parts
+            .headers
+            .insert(headers::X_FORWARDED_FOR.clone(), forwarded_for);
+        if !parts.headers.contains_key(&headers::X_FORWARDED_PROTO) {
+            let proto = if fwd.peer.tls { "https" } else { "http" };
+            parts.headers.insert(
+                headers::X_FORWARDED_PROTO.clone(),
+                HeaderValue::from_static(proto),
+            );
+        }
+        if let Some(host) = &host
+            && !parts.headers.contains_key(&headers::X_FORWARDED_HOST)
+        {
+            parts
+                .headers
+                .insert(headers::X_FORWARDED_HOST.clone(), host.clone());
         }
         if let Some(claims) = fwd.claims {
             self.set_identity(&mut parts.headers, claims)?;
@@ -272,59 +299,10 @@ impl Proxy {
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
             return Ok(response.map(body::stream));
         }
-        strip_hop_by_hop(response.headers_mut());
+        for name in hop_by_hop(response.headers()) {
+            response.headers_mut().remove(name);
+        }
         Ok(response.map(body::stream))
-    }
-
-    fn set_forwarding(
-        &self,
-        headers: &mut HeaderMap,
-        fwd: &Forward<'_>,
-        host: Option<&HeaderValue>,
-    ) {
-        let ip = fwd.peer.addr.ip();
-        let proto = HeaderValue::from_static(if fwd.peer.tls { "https" } else { "http" });
-        let peer_value = fwd.peer.forwarded_for.clone();
-        if self.is_trusted(ip) {
-            // Keep the chain the trusted proxy built and append the hop we saw.
-            let chain = headers
-                .get_all(&headers::X_FORWARDED_FOR)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect::<Vec<_>>()
-                .join(", ");
-            let xff = if chain.is_empty() {
-                peer_value
-            } else {
-                HeaderValue::from_str(&format!("{chain}, {ip}")).unwrap_or(peer_value)
-            };
-            headers.insert(headers::X_FORWARDED_FOR.clone(), xff);
-            if !headers.contains_key(&headers::X_FORWARDED_PROTO) {
-                headers.insert(headers::X_FORWARDED_PROTO.clone(), proto);
-            }
-            if !headers.contains_key(&headers::X_FORWARDED_HOST)
-                && let Some(host) = host
-            {
-                headers.insert(headers::X_FORWARDED_HOST.clone(), host.clone());
-            }
-            return;
-        }
-        let untrusted: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| {
-                let folded = headers::fold(name.as_str());
-                folded.starts_with("x-forwarded-") || folded == "forwarded" || folded == "x-real-ip"
-            })
-            .cloned()
-            .collect();
-        for name in untrusted {
-            headers.remove(name);
-        }
-        headers.insert(headers::X_FORWARDED_FOR.clone(), peer_value);
-        headers.insert(headers::X_FORWARDED_PROTO.clone(), proto);
-        if let Some(host) = host {
-            headers.insert(headers::X_FORWARDED_HOST.clone(), host.clone());
-        }
     }
 
     /// Sets the verified identity. A claim that cannot be a header value refuses the
@@ -380,31 +358,64 @@ fn websocket_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
         .then(|| upgrade.clone())
 }
 
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including every header `Connection` names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, not the message.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// The header names listed in `Connection`, which are hop-by-hop too.
+fn connection_tokens(headers: &HeaderMap) -> Vec<&str> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The hop-by-hop headers of a message, including every header `Connection` names.
+fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
+    let named = connection_tokens(headers);
+    headers
+        .keys()
+        .filter(|name| {
+            is_hop_by_hop(name.as_str())
+                || named.iter().any(|t| t.eq_ignore_ascii_case(name.as_str()))
+        })
+        .cloned()
+        .collect()
+}
+
+/// `X-Forwarded-For` as the upstream gets it: a trusted proxy's chain with the peer
+/// appended, or the peer alone.
+fn forwarded_for(headers: &HeaderMap, peer: &Peer, trusted: bool) -> HeaderValue {
+    if trusted {
+        let chain: Vec<&str> = headers
+            .get_all(&headers::X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if !chain.is_empty() {
+            let text = format!("{}, {}", chain.join(", "), peer.addr.ip());
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                return value;
+            }
+        }
     }
-    for name in [
-        &header::CONNECTION,
-        &headers::KEEP_ALIVE,
-        &headers::PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
+    peer.forwarded_for.clone()
 }
 
 /// Copies bytes both ways between the client's and the upstream's upgraded connections
@@ -426,7 +437,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connection_named_headers_are_removed() {
+    fn connection_named_headers_are_hop_by_hop() {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONNECTION,
@@ -439,10 +450,11 @@ mod tests {
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
         );
-        strip_hop_by_hop(&mut h);
+        let mut dropped: Vec<String> = hop_by_hop(&h).iter().map(|n| n.to_string()).collect();
+        dropped.sort();
         assert_eq!(
-            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
-            vec!["x-kept"]
+            dropped,
+            vec!["connection", "transfer-encoding", "x-auth-user", "x-custom"]
         );
     }
 

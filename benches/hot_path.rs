@@ -1,0 +1,89 @@
+//! Microbenchmarks of the pure parts of the request path: token verification per
+//! algorithm, path normalization and route matching.
+//!
+//! `cargo bench --bench hot_path`
+
+use std::hint::black_box;
+
+use authgate::jwt::{Algorithm, Claims, Key, OneOrMany, Signer, Verifier};
+use authgate::routes::{Auth, PathPattern, Route, RouteTable, normalize};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+const NOW: i64 = 1_800_000_000;
+
+fn claims() -> Claims {
+    Claims {
+        sub: "bench-user".into(),
+        iat: Some(NOW),
+        nbf: Some(NOW),
+        exp: Some(NOW + 3600),
+        jti: Some("0123456789abcdef0123456789abcdef".into()),
+        token_type: Some("access".into()),
+        fresh: Some(false),
+        iss: Some("authgate".into()),
+        aud: Some(OneOrMany::One("authgate".into())),
+        roles: OneOrMany::Many(vec!["user".into()]),
+        extra: Default::default(),
+    }
+}
+
+fn verification(c: &mut Criterion) {
+    for alg in [
+        Algorithm::HS256,
+        Algorithm::RS256,
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+    ] {
+        let text = authgate::jwt::generate_key(alg).expect("generate");
+        let key = if alg == Algorithm::HS256 {
+            Key::from_secret(alg, text.trim().as_bytes(), None)
+        } else {
+            Key::from_pem(alg, text.as_bytes(), None)
+        }
+        .expect("key");
+        let token = Signer::new(key.clone())
+            .expect("signer")
+            .sign(&claims())
+            .expect("sign");
+        let verifier = Verifier::new(vec![key], "authgate".into(), "authgate".into(), 30);
+        assert!(verifier.verify_access(&token, NOW).is_ok());
+        c.bench_function(&format!("verify_access/{alg:?}"), |b| {
+            b.iter(|| verifier.verify_access(black_box(&token), NOW))
+        });
+    }
+}
+
+fn paths(c: &mut Criterion) {
+    c.bench_function("normalize/canonical", |b| {
+        b.iter(|| normalize(black_box("/api/v1/orders/12345")))
+    });
+    c.bench_function("normalize/respelled", |b| {
+        b.iter(|| normalize(black_box("/api/./v1//x/../orders/%31%32345")))
+    });
+    let route = |index: usize, path: &str| Route {
+        index,
+        pattern: match path.strip_prefix('=') {
+            Some(exact) => PathPattern::Exact(exact.into()),
+            None => PathPattern::Prefix(path.into()),
+        },
+        methods: None,
+        auth: Auth::Required,
+        required_roles: Vec::new(),
+        upstream: 0,
+    };
+    let table = RouteTable::new(vec![
+        route(0, "/public"),
+        route(1, "/admin"),
+        route(2, "/api/v1"),
+        route(3, "/api/v2"),
+        route(4, "=/healthz"),
+        route(5, "/"),
+    ]);
+    let get = http::Method::GET;
+    c.bench_function("match_request/6 routes", |b| {
+        b.iter(|| table.match_request(&get, black_box("/api/v1/orders/12345")))
+    });
+}
+
+criterion_group!(benches, verification, paths);
+criterion_main!(benches);
