@@ -49,6 +49,32 @@ pub enum Command {
     /// Development tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Accounts in the configured store (safe while a gateway runs on it).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from standard input (no echo on a terminal).
+    Add {
+        name: String,
+        /// A role; repeat for more.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// List users, their roles and state.
+    List,
+    /// Delete a user and refuse every token it holds.
+    Remove { name: String },
+    /// Replace a user's password (read from standard input) and end its sessions.
+    SetPassword { name: String },
+    /// Refuse the user's logins and every token it holds.
+    Disable { name: String },
+    /// Allow the user to log in again.
+    Enable { name: String },
+    /// Revoke every refresh token of the user and every access token issued until now.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +128,7 @@ pub fn run(command: Command, config_path: &Path) -> ExitCode {
         Command::Token(TokenCommand::Mint { sub, roles, ttl }) => {
             token_mint(config_path, sub, roles, ttl.as_deref())
         }
+        Command::User(command) => user(config_path, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -256,7 +283,7 @@ fn token_mint(
     };
     let signer = Signer::new(tokens.keys[0].clone())
         .ok_or("the signing key is a public key: it cannot sign")?;
-    let now = crate::gateway::now_secs();
+    let now = crate::credentials::now_secs();
     let mut jti = [0u8; 16];
     aws_lc_rs::rand::fill(&mut jti).map_err(|_| "no randomness for the token id")?;
     let claims = Claims {
@@ -275,4 +302,146 @@ fn token_mint(
     let token = signer.sign(&claims).map_err(|e| e.to_string())?;
     println!("{token}");
     Ok(())
+}
+
+/// Opens the store the config names.
+fn open_store(config: &Config) -> Result<std::sync::Arc<dyn crate::store::Store>, String> {
+    let url = config
+        .store
+        .as_ref()
+        .ok_or("the config has no [store]: there are no accounts")?;
+    crate::store::open(url).map_err(|e| e.to_string())
+}
+
+fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
+    let config = load(config_path)?;
+    let store = open_store(&config)?;
+    let store_err = |e: crate::store::StoreError| e.to_string();
+    // Tokens issued in this second are revoked too: `iat` has one-second resolution.
+    let now_and_before = crate::credentials::now_secs() + 1;
+    let exists = |name: &str| -> Result<(), String> {
+        match store.user(name).map_err(store_err)? {
+            Some(_) => Ok(()),
+            None => Err(format!("no user named \"{name}\"")),
+        }
+    };
+    match command {
+        UserCommand::Add { name, roles } => {
+            crate::accounts::check_username(&name).map_err(|e| e.description().to_owned())?;
+            for role in &roles {
+                check_role(role)?;
+            }
+            let password = read_password(config.accounts.min_password_length)?;
+            let user = crate::store::User {
+                password_hash: crate::passwords::hash_blocking(&password)
+                    .map_err(|e| e.to_string())?,
+                name: name.clone(),
+                roles,
+                disabled: false,
+                created_at: crate::credentials::now_secs(),
+            };
+            match store.create_user(&user) {
+                Err(crate::store::StoreError::Conflict) => {
+                    return Err(format!("a user named \"{name}\" exists"));
+                }
+                other => other.map_err(store_err)?,
+            }
+            println!("added {name}");
+        }
+        UserCommand::List => {
+            for user in store.users().map_err(store_err)? {
+                println!(
+                    "{}\troles={}\t{}",
+                    user.name,
+                    user.roles.join(","),
+                    if user.disabled { "disabled" } else { "enabled" }
+                );
+            }
+        }
+        UserCommand::Remove { name } => {
+            if !store
+                .remove_user(&name, now_and_before)
+                .map_err(store_err)?
+            {
+                return Err(format!("no user named \"{name}\""));
+            }
+            println!("removed {name}; its tokens are refused");
+        }
+        UserCommand::SetPassword { name } => {
+            exists(&name)?;
+            let password = read_password(config.accounts.min_password_length)?;
+            let hash = crate::passwords::hash_blocking(&password).map_err(|e| e.to_string())?;
+            store.set_password(&name, &hash).map_err(store_err)?;
+            store
+                .revoke_user(&name, now_and_before)
+                .map_err(store_err)?;
+            println!("password of {name} replaced; its sessions are ended");
+        }
+        UserCommand::Disable { name } => {
+            exists(&name)?;
+            store.set_disabled(&name, true).map_err(store_err)?;
+            store
+                .revoke_user(&name, now_and_before)
+                .map_err(store_err)?;
+            println!("disabled {name}; its tokens are refused");
+        }
+        UserCommand::Enable { name } => {
+            exists(&name)?;
+            store.set_disabled(&name, false).map_err(store_err)?;
+            println!("enabled {name}");
+        }
+        UserCommand::Revoke { name } => {
+            exists(&name)?;
+            store
+                .revoke_user(&name, now_and_before)
+                .map_err(store_err)?;
+            tracing::info!(target: "authgate::audit", event = "revoke", user = %name, "revoked from the command line");
+            println!("revoked every token of {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Roles travel comma-joined in a header: no commas, nothing a header cannot hold.
+fn check_role(role: &str) -> Result<(), String> {
+    let ok = !role.is_empty()
+        && role.len() <= 64
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{role}\" is not a role name (letters, digits, '.', '_', '-', ':')"
+        ))
+    }
+}
+
+/// A new password: prompted twice without echo on a terminal, else one line of stdin.
+fn read_password(min_length: usize) -> Result<String, String> {
+    use std::io::IsTerminal as _;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let second = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+        if first != second {
+            return Err("the passwords differ".to_owned());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    };
+    if password.chars().count() < min_length {
+        return Err(format!(
+            "the password must have at least {min_length} characters"
+        ));
+    }
+    if password.len() > crate::passwords::MAX_PASSWORD_BYTES {
+        return Err("the password is too long".to_owned());
+    }
+    Ok(password)
 }

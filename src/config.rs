@@ -40,6 +40,20 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Grace for in-flight requests at shutdown: under Kubernetes' 30 s default termination
 /// grace period, so the kubelet's SIGKILL never lands first.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Where the gateway's own endpoints live: Flask-JWT-Extended examples use `/auth`.
+pub const DEFAULT_ACCOUNTS_PREFIX: &str = "/auth";
+/// NIST SP 800-63B asks for at least 8; 10 leaves room for passphrases without pain.
+pub const DEFAULT_MIN_PASSWORD_LENGTH: usize = 10;
+/// Login attempts per client IP: enough for a NAT of humans, too few for a guesser.
+pub const DEFAULT_LOGIN_RATE_PER_IP: Rate = Rate {
+    count: 20,
+    per: RatePer::Minute,
+};
+/// Login attempts per username, from anywhere: OWASP's "a handful of tries, then wait".
+pub const DEFAULT_LOGIN_RATE_PER_USER: Rate = Rate {
+    count: 5,
+    per: RatePer::Minute,
+};
 /// Flask-JWT-Extended's default access-token lifetime.
 pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 /// A week: long enough to stay logged in, short enough that a leaked token dies.
@@ -64,6 +78,10 @@ pub struct Config {
     pub server: Server,
     pub admin: Option<Admin>,
     pub tokens: Tokens,
+    /// `[store]`: where users and revocations live. Without it there are no accounts; the
+    /// gateway only verifies tokens issued elsewhere.
+    pub store: Option<crate::store::StoreUrl>,
+    pub accounts: AccountsConfig,
     pub identity: Identity,
     pub upstreams: Vec<Upstream>,
     pub routes: RouteTable,
@@ -100,6 +118,30 @@ pub struct Tokens {
     pub leeway: Duration,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+}
+
+/// `[accounts]`: the gateway's own endpoints (used when a store is configured).
+#[derive(Debug, Clone)]
+pub struct AccountsConfig {
+    pub prefix: String,
+    pub registration: bool,
+    pub min_password_length: usize,
+    pub login_rate_per_ip: Rate,
+    pub login_rate_per_user: Rate,
+}
+
+/// A rate such as `"5/m"`: `count` events per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: RatePer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatePer {
+    Second,
+    Minute,
+    Hour,
 }
 
 #[derive(Debug)]
@@ -414,6 +456,38 @@ impl Ctx<'_> {
                 .map(|listen| Admin { listen })
         });
         let tokens = self.tokens(&raw.tokens);
+        let store = raw.store.as_ref().and_then(|s| self.store(&s.url));
+        let accounts = self.accounts(raw.accounts.as_ref());
+        if raw.accounts.is_some() && raw.store.is_none() {
+            let issue = self.issue(
+                None,
+                "accounts",
+                "accounts need a [store] for their users".into(),
+            );
+            self.errors.push(issue);
+        }
+        if let (Some(tokens), Some(_)) = (&tokens, &store)
+            && !tokens.keys[0].can_sign()
+        {
+            self.error(
+                &raw.tokens.algorithm,
+                "tokens.signing_key",
+                "accounts issue tokens: the signing key must be a private key or a secret",
+            );
+        }
+        if store.is_some() {
+            for route in routes_under(&raw.route, &accounts.prefix) {
+                self.warn(
+                    &route.path,
+                    "route",
+                    format!(
+                        "\"{}\" is under the accounts prefix \"{}\": the gateway's own endpoints there win",
+                        route.path.get_ref(),
+                        accounts.prefix
+                    ),
+                );
+            }
+        }
         let identity = self.identity(&raw.identity);
         let upstreams = self.upstreams(&raw.upstream);
         let routes = self.routes(&raw.route, &raw.upstream);
@@ -432,6 +506,8 @@ impl Ctx<'_> {
             server: server?,
             admin,
             tokens: tokens?,
+            store,
+            accounts,
             identity: identity?,
             upstreams,
             routes,
@@ -762,6 +838,96 @@ impl Ctx<'_> {
         }
     }
 
+    fn store(&mut self, url: &Spanned<String>) -> Option<crate::store::StoreUrl> {
+        let text = url.get_ref();
+        match text.strip_prefix("sqlite://") {
+            Some(path) if !path.is_empty() => Some(crate::store::StoreUrl::Sqlite(
+                // `sqlite:///abs/file.db` is absolute; `sqlite://data/file.db` relative to the
+                // config file's folder.
+                values::resolve(&self.base, path),
+            )),
+            _ => {
+                self.error(
+                    url,
+                    "store.url",
+                    format!("\"{text}\" is not a store URL; use \"sqlite://path/to/file.db\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn accounts(&mut self, raw: Option<&raw::RawAccounts>) -> AccountsConfig {
+        let mut config = AccountsConfig {
+            prefix: DEFAULT_ACCOUNTS_PREFIX.to_owned(),
+            registration: true,
+            min_password_length: DEFAULT_MIN_PASSWORD_LENGTH,
+            login_rate_per_ip: DEFAULT_LOGIN_RATE_PER_IP,
+            login_rate_per_user: DEFAULT_LOGIN_RATE_PER_USER,
+        };
+        let Some(raw) = raw else {
+            return config;
+        };
+        if let Some(prefix) = &raw.prefix {
+            let text = prefix.get_ref();
+            match normalize(text) {
+                Ok(canonical)
+                    if canonical == *text
+                        && text.len() > 1
+                        && !text.ends_with('/')
+                        && !text.contains(';') =>
+                {
+                    config.prefix = text.clone();
+                }
+                _ => self.error(
+                    prefix,
+                    "accounts.prefix",
+                    format!("\"{text}\" is not a path prefix like \"/auth\""),
+                ),
+            }
+        }
+        if let Some(open) = raw.registration {
+            config.registration = open;
+        }
+        if let Some(min) = &raw.min_password_length {
+            match usize::try_from(*min.get_ref()) {
+                Ok(n) if (1..=256).contains(&n) => config.min_password_length = n,
+                _ => self.error(
+                    min,
+                    "accounts.min_password_length",
+                    format!("{} is outside 1..256", min.get_ref()),
+                ),
+            }
+        }
+        for (value, key, slot) in [
+            (
+                &raw.login_rate_per_ip,
+                "accounts.login_rate_per_ip",
+                &mut config.login_rate_per_ip,
+            ),
+            (
+                &raw.login_rate_per_user,
+                "accounts.login_rate_per_user",
+                &mut config.login_rate_per_user,
+            ),
+        ] {
+            if let Some(value) = value {
+                match parse_rate(value.get_ref()) {
+                    Some(rate) => *slot = rate,
+                    None => self.error(
+                        value,
+                        key,
+                        format!(
+                            "\"{}\" is not a rate like \"5/m\" (per s, m or h)",
+                            value.get_ref()
+                        ),
+                    ),
+                }
+            }
+        }
+        config
+    }
+
     fn header_name(
         &mut self,
         at: &Spanned<String>,
@@ -1056,6 +1222,33 @@ impl Ctx<'_> {
             PathPattern::Prefix("/".to_owned())
         })
     }
+}
+
+/// `"5/m"`: a count per second, minute or hour, at least 1.
+fn parse_rate(text: &str) -> Option<Rate> {
+    let (count, per) = text.split_once('/')?;
+    let count: u32 = count.trim().parse().ok().filter(|n| *n > 0)?;
+    let per = match per.trim() {
+        "s" => RatePer::Second,
+        "m" => RatePer::Minute,
+        "h" => RatePer::Hour,
+        _ => return None,
+    };
+    Some(Rate { count, per })
+}
+
+/// The routes whose path lies under `prefix`.
+fn routes_under<'a>(
+    routes: &'a [raw::RawRoute],
+    prefix: &'a str,
+) -> impl Iterator<Item = &'a raw::RawRoute> {
+    routes.iter().filter(move |r| {
+        let path = r.path.get_ref().trim_start_matches('=');
+        path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 /// Issues in file order (those without a line first), so `check` reads top to bottom.

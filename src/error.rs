@@ -7,7 +7,7 @@
 //! Descriptions are fixed strings: nothing a client sent (a token, a password) is echoed.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
 use crate::body::{self, Body};
@@ -26,6 +26,10 @@ pub enum Error {
     NotFound,
     #[error("request body too large")]
     PayloadTooLarge,
+    #[error("invalid input: {0}")]
+    InvalidInput(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
 
     // --- authentication and authorization ---
     #[error("no bearer token in the request")]
@@ -36,6 +40,14 @@ pub enum Error {
     InvalidToken(#[from] TokenError),
     #[error("the token lacks a role the route requires")]
     InsufficientScope,
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error("the username is taken")]
+    UsernameTaken,
+    #[error("registration is closed")]
+    RegistrationClosed,
+    #[error("too many attempts")]
+    RateLimited { retry_after: u64 },
 
     // --- the upstream ---
     #[error("upstream {upstream} could not be reached")]
@@ -54,6 +66,10 @@ pub enum Error {
     UpstreamTimeout { upstream: String },
 
     // --- ours ---
+    #[error("the store is unavailable")]
+    StoreUnavailable,
+    #[error("too busy")]
+    Busy,
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -70,13 +86,20 @@ pub enum Fault {
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::Path(_) | Error::BadRequest(_) | Error::ConflictingCredentials => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::Path(_)
+            | Error::BadRequest(_)
+            | Error::InvalidInput(_)
+            | Error::ConflictingCredentials => StatusCode::BAD_REQUEST,
             Error::NotFound => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::MissingToken | Error::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Error::InsufficientScope => StatusCode::FORBIDDEN,
+            Error::MissingToken | Error::InvalidToken(_) | Error::InvalidCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            Error::InsufficientScope | Error::RegistrationClosed => StatusCode::FORBIDDEN,
+            Error::UsernameTaken => StatusCode::CONFLICT,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::StoreUnavailable | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -87,17 +110,24 @@ impl Error {
 
     pub fn fault(&self) -> Fault {
         match self {
-            Error::Path(_) | Error::BadRequest(_) | Error::NotFound | Error::PayloadTooLarge => {
-                Fault::Client
-            }
+            Error::Path(_)
+            | Error::BadRequest(_)
+            | Error::InvalidInput(_)
+            | Error::NotFound
+            | Error::MethodNotAllowed(_)
+            | Error::PayloadTooLarge
+            | Error::UsernameTaken
+            | Error::RegistrationClosed => Fault::Client,
             Error::MissingToken
             | Error::ConflictingCredentials
             | Error::InvalidToken(_)
-            | Error::InsufficientScope => Fault::Auth,
+            | Error::InsufficientScope
+            | Error::InvalidCredentials
+            | Error::RateLimited { .. } => Fault::Auth,
             Error::UpstreamUnreachable { .. }
             | Error::UpstreamFailed { .. }
             | Error::UpstreamTimeout { .. } => Fault::Upstream,
-            Error::Internal(_) => Fault::Internal,
+            Error::StoreUnavailable | Error::Busy | Error::Internal(_) => Fault::Internal,
         }
     }
 
@@ -105,9 +135,18 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Path(_) => "invalid_path",
-            Error::BadRequest(_) | Error::ConflictingCredentials => "invalid_request",
+            Error::BadRequest(_) | Error::InvalidInput(_) | Error::ConflictingCredentials => {
+                "invalid_request"
+            }
             Error::NotFound => "not_found",
+            Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::PayloadTooLarge => "payload_too_large",
+            Error::InvalidCredentials => "invalid_credentials",
+            Error::UsernameTaken => "username_taken",
+            Error::RegistrationClosed => "registration_closed",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::StoreUnavailable => "store_unavailable",
+            Error::Busy => "busy",
             Error::MissingToken => "missing_token",
             Error::InvalidToken(_) => "invalid_token",
             Error::InsufficientScope => "insufficient_scope",
@@ -121,7 +160,16 @@ impl Error {
     pub fn description(&self) -> &'static str {
         match self {
             Error::Path(e) => e.description(),
-            Error::BadRequest(what) | Error::Internal(what) => what,
+            Error::BadRequest(what) | Error::InvalidInput(what) | Error::Internal(what) => what,
+            Error::MethodNotAllowed(_) => "this endpoint does not take this method",
+            Error::InvalidCredentials => "the username or password is wrong",
+            Error::UsernameTaken => "this username is taken",
+            Error::RegistrationClosed => "registration is closed",
+            Error::RateLimited { .. } => "too many attempts; retry later",
+            Error::StoreUnavailable => {
+                "the gateway cannot save state right now; nothing was changed"
+            }
+            Error::Busy => "the gateway is busy; retry later",
             Error::NotFound => "no route matches this request",
             Error::PayloadTooLarge => "the request body is larger than this route allows",
             Error::MissingToken => "this route requires a bearer token",
@@ -138,7 +186,9 @@ impl Error {
     fn challenge(&self) -> Option<String> {
         match self {
             // No credentials: the bare challenge, no error code.
-            Error::MissingToken => Some(r#"Bearer realm="authgate""#.to_owned()),
+            Error::MissingToken | Error::InvalidCredentials => {
+                Some(r#"Bearer realm="authgate""#.to_owned())
+            }
             Error::InvalidToken(_) | Error::InsufficientScope | Error::ConflictingCredentials => {
                 Some(format!(
                     r#"Bearer realm="authgate", error="{}", error_description="{}""#,
@@ -152,7 +202,10 @@ impl Error {
 
     /// Seconds a client should wait before retrying, where that applies.
     fn retry_after(&self) -> Option<u64> {
-        None
+        match self {
+            Error::RateLimited { retry_after } => Some((*retry_after).max(1)),
+            _ => None,
+        }
     }
 
     pub fn to_response(&self) -> Response<Body> {
@@ -169,6 +222,9 @@ impl Error {
         }
         if let Some(secs) = self.retry_after() {
             headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Error::MethodNotAllowed(allow) = self {
+            headers.insert(ALLOW, HeaderValue::from_static(allow));
         }
         response
     }

@@ -1,10 +1,11 @@
 //! The request path, top to bottom, in one place:
 //!
 //! 1. **route** — normalize the path (ambiguous spellings are 400), match a route (404);
-//! 2. **authenticate** — one bearer token, verified, not revoked (401);
-//! 3. **authorize** — the route's required roles (403);
-//! 4. **forward** — header hygiene, identity headers, stream to the upstream (502/504);
-//! 5. **log** — one event per request, here and nowhere else.
+//! 2. **own endpoints** — the account endpoints and the JWKS are answered here;
+//! 3. **authenticate** — one bearer token, verified, not revoked (401);
+//! 4. **authorize** — the route's required roles (403);
+//! 5. **forward** — header hygiene, identity headers, stream to the upstream (502/504);
+//! 6. **log** — one event per request, here and nowhere else.
 //!
 //! [`Gateway::handle`] is also the one place an [`Error`] becomes a response.
 
@@ -13,18 +14,41 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::accounts::{Accounts, LoginLimits};
 use crate::body::Body;
 use crate::config::Config;
+use crate::credentials;
 use crate::error::{Error, Fault};
 use crate::headers::X_REQUEST_ID;
-use crate::jwt::{Claims, TokenError, Verifier};
+use crate::jwt::{Claims, Verifier};
+use crate::passwords::Passwords;
 use crate::proxy::{Forward, Peer, Proxy};
 use crate::revocation::Revocations;
 use crate::routes::{self, Auth, Route};
+use crate::store::Store;
+
+/// Where the public verification keys are published (RFC 8414's well-known JWKS path).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// State that outlives one config: the revocation map, the store, the password hasher and
+/// the login limits. A reload builds a new [`Gateway`] over the same `Shared`.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub revocations: Arc<Revocations>,
+    /// With the passwords and limits of the accounts; `None` without `[store]`.
+    pub accounts: Option<AccountsState>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountsState {
+    pub store: Arc<dyn Store>,
+    pub passwords: Passwords,
+    pub limits: Arc<LoginLimits>,
+}
 
 /// Everything a request needs, built once per config. Shared by all connections behind an
 /// `Arc`; immutable but for the revocation map, which has its own concurrency.
@@ -34,11 +58,12 @@ pub struct Gateway {
     verifier: Verifier,
     proxy: Proxy,
     revocations: Arc<Revocations>,
+    accounts: Option<Accounts>,
     request_ids: RequestIds,
 }
 
 impl Gateway {
-    pub fn new(config: Arc<Config>, revocations: Arc<Revocations>) -> Gateway {
+    pub fn new(config: Arc<Config>, shared: &Shared) -> Gateway {
         let tokens = &config.tokens;
         let verifier = Verifier::new(
             tokens.keys.clone(),
@@ -53,11 +78,20 @@ impl Gateway {
                 .iter()
                 .map(|(_, claim)| claim.as_str()),
         );
+        let accounts = shared.accounts.as_ref().map(|state| {
+            Accounts::new(
+                config.accounts.clone(),
+                &config.tokens,
+                state.clone(),
+                shared.revocations.clone(),
+            )
+        });
         Gateway {
             proxy: Proxy::new(&config),
             verifier,
             config,
-            revocations,
+            revocations: shared.revocations.clone(),
+            accounts,
             request_ids: RequestIds::new(),
         }
     }
@@ -128,6 +162,18 @@ impl Gateway {
         if log.enabled {
             log.path = Some(path.to_owned());
         }
+
+        // 2. own endpoints
+        if path == JWKS_PATH {
+            return self.jwks(req.method());
+        }
+        if let Some(accounts) = &self.accounts
+            && let Some(endpoint) = accounts.endpoint(path)
+        {
+            let ip = self.proxy.client_ip(req.headers(), peer);
+            return accounts.handle(endpoint, req, ip, &self.verifier).await;
+        }
+
         let route = self
             .config
             .routes
@@ -136,19 +182,23 @@ impl Gateway {
         log.route = Some(route.index);
         log.upstream = Some(self.proxy.upstream_name(route.upstream));
 
-        // 2. authenticate
+        // 3. authenticate
         let claims = match route.auth {
             Auth::Public => None,
-            Auth::Required => Some(self.authenticate(req.headers())?),
+            Auth::Required => Some(credentials::authenticate(
+                req.headers(),
+                &self.verifier,
+                &self.revocations,
+            )?),
         };
         if log.enabled {
             log.user = claims.as_ref().map(|c| c.sub.clone());
         }
 
-        // 3. authorize
+        // 4. authorize
         authorize(route, claims.as_ref())?;
 
-        // 4. forward
+        // 5. forward
         let forward = Forward {
             normalized_path: normalized,
             upstream: route.upstream,
@@ -159,17 +209,18 @@ impl Gateway {
         self.proxy.forward(req, forward).await
     }
 
-    /// The verified claims of the request's access token.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<Claims, Error> {
-        let token = bearer_token(headers)?;
-        let claims = self.verifier.verify_access(token, now_secs())?;
-        if self
-            .revocations
-            .is_revoked(claims.jti.as_deref(), &claims.sub, claims.iat)
-        {
-            return Err(TokenError::Revoked.into());
+    /// The public keys, for services that verify authgate's tokens themselves.
+    fn jwks(&self, method: &http::Method) -> Result<Response<Body>, Error> {
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return Err(Error::MethodNotAllowed("GET"));
         }
-        Ok(claims)
+        let mut response = crate::error::json_response(http::StatusCode::OK, self.verifier.jwks());
+        // Keys change rarely and rotation keeps the old one listed: caching is safe.
+        response.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        Ok(response)
     }
 
     /// A trusted proxy's request id is kept, so one id follows a request through every
@@ -197,28 +248,6 @@ struct AccessLog<'a> {
     upstream: Option<&'a str>,
 }
 
-/// The token of the one `Authorization: Bearer` header. Two `Authorization` headers are a
-/// conflict, not a choice.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Err(Error::MissingToken);
-    };
-    if values.next().is_some() {
-        return Err(Error::ConflictingCredentials);
-    }
-    let value = value.to_str().map_err(|_| TokenError::Malformed)?;
-    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Error::MissingToken);
-    }
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(TokenError::Malformed.into());
-    }
-    Ok(token)
-}
-
 /// Every role the route requires must be in the token's `roles`.
 fn authorize(route: &Route, claims: Option<&Claims>) -> Result<(), Error> {
     if route.required_roles.is_empty() {
@@ -234,12 +263,6 @@ fn authorize(route: &Route, claims: Option<&Claims>) -> Result<(), Error> {
     } else {
         Err(Error::InsufficientScope)
     }
-}
-
-pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// An error with its causes, for log lines.
@@ -294,44 +317,6 @@ impl RequestIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(values: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            h.append(
-                header::AUTHORIZATION,
-                HeaderValue::from_str(v).expect("value"),
-            );
-        }
-        h
-    }
-
-    #[test]
-    fn bearer_scheme_is_case_insensitive() {
-        assert_eq!(bearer_token(&headers(&["Bearer abc"])).ok(), Some("abc"));
-        assert_eq!(bearer_token(&headers(&["bearer abc"])).ok(), Some("abc"));
-        assert_eq!(bearer_token(&headers(&["BEARER  abc "])).ok(), Some("abc"));
-    }
-
-    #[test]
-    fn missing_conflicting_and_foreign_credentials() {
-        assert!(matches!(
-            bearer_token(&headers(&[])),
-            Err(Error::MissingToken)
-        ));
-        assert!(matches!(
-            bearer_token(&headers(&["Basic YTpi"])),
-            Err(Error::MissingToken)
-        ));
-        assert!(matches!(
-            bearer_token(&headers(&["Bearer a", "Bearer b"])),
-            Err(Error::ConflictingCredentials)
-        ));
-        assert!(matches!(
-            bearer_token(&headers(&["Bearer "])),
-            Err(Error::InvalidToken(TokenError::Malformed))
-        ));
-    }
 
     #[test]
     fn request_ids_are_unique() {

@@ -45,6 +45,10 @@ pub enum TokenError {
     WrongAudience,
     #[error("not an access token")]
     NotAccessToken,
+    #[error("not a refresh token")]
+    NotRefreshToken,
+    #[error("refresh token already used")]
+    RefreshReused,
     #[error("token revoked")]
     Revoked,
     #[error("a claim cannot be forwarded")]
@@ -66,6 +70,8 @@ impl TokenError {
             TokenError::WrongIssuer => "the token issuer is not accepted",
             TokenError::WrongAudience => "the token audience is not accepted",
             TokenError::NotAccessToken => "the token is not an access token",
+            TokenError::NotRefreshToken => "the token is not a refresh token",
+            TokenError::RefreshReused => "the refresh token has already been used",
             TokenError::Revoked => "the token has been revoked",
             TokenError::UnforwardableClaim => "a token claim cannot be forwarded as a header",
         }

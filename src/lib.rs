@@ -29,19 +29,23 @@
 //! 4. forward: header hygiene, identity headers, stream to the upstream (502/504);
 //! 5. log: one event per request.
 
+pub mod accounts;
 pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod echo;
 pub mod error;
 pub mod gateway;
 pub mod headers;
 pub mod jwt;
+pub mod passwords;
 pub mod proxy;
 pub mod revocation;
 pub mod routes;
 pub mod server;
+pub mod store;
 pub mod tls;
 
 pub use server::{Listeners, run};

@@ -64,7 +64,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             workers,
             "authgate serving"
         );
-        authgate::run(Arc::new(config), listeners, shutdown_signal()).await;
+        authgate::run(Arc::new(config), listeners, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })

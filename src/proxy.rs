@@ -146,6 +146,29 @@ impl Proxy {
         self.upstreams.get(index).map_or("", |u| u.name.as_str())
     }
 
+    /// The client's address: the peer's, or behind trusted proxies the nearest address in
+    /// `X-Forwarded-For` that is not one of them (the only one that cannot be forged).
+    pub fn client_ip(&self, headers: &HeaderMap, peer: &Peer) -> IpAddr {
+        let peer_ip = peer.addr.ip();
+        if !self.is_trusted(peer_ip) {
+            return peer_ip;
+        }
+        let hops: Vec<&str> = headers
+            .get_all(&headers::X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        for hop in hops.iter().rev() {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if self.is_trusted(ip) => continue,
+                Ok(ip) => return ip,
+                Err(_) => break,
+            }
+        }
+        peer_ip
+    }
+
     /// Whether the peer's own forwarding headers are believed.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))

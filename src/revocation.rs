@@ -8,9 +8,13 @@
 //! so nothing borrowed leaves this module.
 //!
 //! This module only holds the state; making a revocation durable (store first, then this
-//! map, then the answer) is the job of its callers.
+//! map, then the answer) is the job of its callers. Revocations made elsewhere (the
+//! command line, another replica) reach the map through [`Revocations::apply`], fed by the
+//! server's store follower.
 
 use dashmap::DashMap;
+
+use crate::store::Revocation;
 
 /// Shared by every request through an `Arc`; it outlives config reloads.
 #[derive(Debug, Default)]
@@ -56,11 +60,21 @@ impl Revocations {
             .or_insert(instant);
     }
 
+    /// Applies a revocation read from the store (idempotent).
+    pub fn apply(&self, revocation: &Revocation) {
+        match revocation {
+            Revocation::Token { jti, exp } => self.revoke_token(jti, *exp),
+            Revocation::User { user, before } => self.revoke_user_before(user, *before),
+        }
+    }
+
     /// Drops token entries whose `exp` (plus `leeway`) has passed: those tokens are refused
-    /// as expired anyway.
-    pub fn purge_expired(&self, now: i64, leeway_secs: i64) {
+    /// as expired anyway. User entries go once every token they could refuse has expired
+    /// (`before` older than `user_horizon`).
+    pub fn purge_expired(&self, now: i64, leeway_secs: i64, user_horizon: i64) {
         self.tokens
             .retain(|_, exp| exp.saturating_add(leeway_secs) > now);
+        self.users.retain(|_, before| *before >= user_horizon);
     }
 
     pub fn len(&self) -> usize {
@@ -83,12 +97,12 @@ mod tests {
         r.revoke_token("a", 100);
         assert!(r.is_revoked(Some("a"), "alice", Some(10)));
         assert!(!r.is_revoked(Some("b"), "alice", Some(10)));
-        r.purge_expired(100, 30);
+        r.purge_expired(100, 30, 0);
         assert!(
             r.is_revoked(Some("a"), "alice", Some(10)),
             "still inside leeway"
         );
-        r.purge_expired(131, 30);
+        r.purge_expired(131, 30, 0);
         assert!(r.is_empty());
     }
 
@@ -105,5 +119,12 @@ mod tests {
             r.is_revoked(None, "alice", Some(49)),
             "an earlier instant never loosens"
         );
+        r.purge_expired(1000, 30, 50);
+        assert!(
+            r.is_revoked(None, "alice", Some(49)),
+            "kept until its horizon"
+        );
+        r.purge_expired(1000, 30, 51);
+        assert!(r.is_empty());
     }
 }

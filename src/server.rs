@@ -16,9 +16,12 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::accounts::LoginLimits;
 use crate::admin::{self, Readiness};
 use crate::config::{Config, Server};
 use crate::gateway::Gateway;
+use crate::gateway::{AccountsState, Shared};
+use crate::passwords::Passwords;
 use crate::proxy::Peer;
 use crate::revocation::Revocations;
 
@@ -47,20 +50,132 @@ impl Listeners {
 
 type Builder = auto::Builder<TokioExecutor>;
 
+/// How often revocations made elsewhere (the command line, another replica) are read from
+/// the store: the contract is "enforced within one second".
+const REVOCATION_POLL: Duration = Duration::from_millis(250);
+/// How often expired revocations, refresh tokens and idle rate-limit buckets are dropped.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot set up password hashing: {0}")]
+    Passwords(#[from] crate::passwords::PasswordError),
+    #[error("a start-up task failed")]
+    Task,
+}
+
+/// Opens the store, loads every revocation in force into the map, and prepares the
+/// password hasher: the state every later config will share. Also returns the store's
+/// revocation cursor, from which the follower goes on.
+pub async fn open_shared(config: &Config) -> Result<(Shared, i64), StartError> {
+    let revocations = Arc::new(Revocations::new());
+    let Some(url) = config.store.clone() else {
+        return Ok((
+            Shared {
+                revocations,
+                accounts: None,
+            },
+            0,
+        ));
+    };
+    let (store, loaded, cursor, passwords) = tokio::task::spawn_blocking(move || {
+        let store = crate::store::open(&url)?;
+        let (loaded, cursor) = store.revocations_since(0)?;
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let passwords = Passwords::new(cores)?;
+        Ok::<_, StartError>((store, loaded, cursor, passwords))
+    })
+    .await
+    .map_err(|_| StartError::Task)??;
+    for revocation in &loaded {
+        revocations.apply(revocation);
+    }
+    tracing::info!(revocations = revocations.len(), "store opened");
+    let limits = Arc::new(LoginLimits::new(
+        config.accounts.login_rate_per_ip,
+        config.accounts.login_rate_per_user,
+    ));
+    let accounts = AccountsState {
+        store,
+        passwords,
+        limits,
+    };
+    Ok((
+        Shared {
+            revocations,
+            accounts: Some(accounts),
+        },
+        cursor,
+    ))
+}
+
+/// Keeps the revocation map in step with the store, and purges what has expired.
+async fn follow_store(config: Arc<Config>, shared: Shared, mut cursor: i64) {
+    let Some(state) = shared.accounts else {
+        return;
+    };
+    let leeway = i64::try_from(config.tokens.leeway.as_secs()).unwrap_or(0);
+    let access_ttl = i64::try_from(config.tokens.access_ttl.as_secs()).unwrap_or(0);
+    let mut poll = tokio::time::interval(REVOCATION_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_purge = tokio::time::Instant::now();
+    loop {
+        poll.tick().await;
+        let store = state.store.clone();
+        match tokio::task::spawn_blocking(move || store.revocations_since(cursor)).await {
+            Ok(Ok((found, next))) => {
+                for revocation in &found {
+                    shared.revocations.apply(revocation);
+                }
+                cursor = next;
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "cannot read revocations from the store"),
+            Err(_) => tracing::warn!("the revocation reader failed"),
+        }
+        if last_purge.elapsed() >= PURGE_INTERVAL {
+            last_purge = tokio::time::Instant::now();
+            let now = crate::credentials::now_secs();
+            let horizon = now - access_ttl - leeway;
+            shared.revocations.purge_expired(now, leeway, horizon);
+            state.limits.forget_idle();
+            let store = state.store.clone();
+            if let Ok(Err(error)) =
+                tokio::task::spawn_blocking(move || store.purge(now - leeway, horizon)).await
+            {
+                tracing::warn!(%error, "cannot purge the store");
+            }
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves, then stops accepting, lets requests in flight finish
 /// for up to `server.drain_timeout`, and returns.
-pub async fn run(config: Arc<Config>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-    let revocations = Arc::new(Revocations::new());
-    let gateway = Arc::new(Gateway::new(config.clone(), revocations));
+pub async fn run(
+    config: Arc<Config>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let (shared, cursor) = open_shared(&config).await?;
+    let gateway = Arc::new(Gateway::new(config.clone(), &shared));
+    let follower = tokio::spawn(follow_store(config.clone(), shared.clone(), cursor));
     let readiness = Arc::new(Readiness::default());
     let builder = Arc::new(http_builder(&config.server));
     let graceful = GracefulShutdown::new();
     let tls = config.server.tls.clone().map(TlsAcceptor::from);
     let handshake_timeout = config.server.tls_handshake_timeout;
 
-    let admin = listeners
-        .admin
-        .map(|listener| tokio::spawn(serve_admin(listener, builder.clone(), readiness.clone())));
+    let store = shared.accounts.as_ref().map(|a| a.store.clone());
+    let admin = listeners.admin.map(|listener| {
+        tokio::spawn(serve_admin(
+            listener,
+            builder.clone(),
+            readiness.clone(),
+            store,
+        ))
+    });
     readiness.set(true);
 
     let listener = listeners.public;
@@ -117,6 +232,8 @@ pub async fn run(config: Arc<Config>, listeners: Listeners, shutdown: impl Futur
     if let Some(admin) = admin {
         admin.abort();
     }
+    follower.abort();
+    Ok(())
 }
 
 fn http_builder(server: &Server) -> Builder {
@@ -180,7 +297,12 @@ impl Connection {
     }
 }
 
-async fn serve_admin(listener: TcpListener, builder: Arc<Builder>, readiness: Arc<Readiness>) {
+async fn serve_admin(
+    listener: TcpListener,
+    builder: Arc<Builder>,
+    readiness: Arc<Readiness>,
+    store: Option<Arc<dyn crate::store::Store>>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -192,10 +314,12 @@ async fn serve_admin(listener: TcpListener, builder: Arc<Builder>, readiness: Ar
         };
         let builder = builder.clone();
         let readiness = readiness.clone();
+        let store = store.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let response = admin::handle(&req, &readiness);
-                async move { Ok::<_, Infallible>(response) }
+                let readiness = readiness.clone();
+                let store = store.clone();
+                async move { Ok::<_, Infallible>(admin::handle(&req, &readiness, store).await) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)

@@ -661,7 +661,7 @@ fn token_mint_signs_an_access_token_with_the_configured_key() {
     let iat = payload["iat"].as_i64().expect("iat");
     let exp = payload["exp"].as_i64().expect("exp");
     assert_eq!(exp - iat, 600, "tokens.access_ttl = 10m");
-    let now = authgate::gateway::now_secs();
+    let now = authgate::credentials::now_secs();
     assert!((now - 60..=now).contains(&iat), "iat {iat}, now {now}");
     let jti = payload["jti"].as_str().expect("jti");
     assert_eq!(jti.len(), 32);
@@ -771,7 +771,7 @@ fn a_secret_from_the_environment_signs_hs256_tokens() {
         0,
     );
     let claims = verifier
-        .verify_access(token, authgate::gateway::now_secs())
+        .verify_access(token, authgate::credentials::now_secs())
         .expect("verifies");
     assert_eq!(claims.sub, "carol");
     assert!(!printed.contains(secret) && !stderr(&out).contains(secret));

@@ -14,6 +14,8 @@ pub(super) struct RawConfig {
     pub(super) server: RawServer,
     pub(super) admin: Option<RawAdmin>,
     pub(super) tokens: RawTokens,
+    pub(super) store: Option<RawStore>,
+    pub(super) accounts: Option<RawAccounts>,
     #[serde(default)]
     pub(super) identity: RawIdentity,
     #[serde(default)]
@@ -62,6 +64,20 @@ pub(super) struct RawTokens {
     pub(super) access_ttl: Option<Spanned<String>>,
     pub(super) refresh_ttl: Option<Spanned<String>>,
     pub(super) leeway: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawStore {
+    pub(super) url: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawAccounts {
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) registration: Option<bool>,
+    pub(super) min_password_length: Option<Spanned<i64>>,
+    pub(super) login_rate_per_ip: Option<Spanned<String>>,
+    pub(super) login_rate_per_user: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -289,7 +305,16 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
         .collect();
     match names.as_slice() {
         [] => &[
-            "server", "admin", "tokens", "identity", "dev", "upstream", "route",
+            "server", "admin", "tokens", "store", "accounts", "identity", "dev", "upstream",
+            "route",
+        ],
+        ["store"] => &["url"],
+        ["accounts"] => &[
+            "prefix",
+            "registration",
+            "min_password_length",
+            "login_rate_per_ip",
+            "login_rate_per_user",
         ],
         ["server"] => &[
             "listen",

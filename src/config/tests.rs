@@ -322,7 +322,7 @@ fn an_unknown_top_level_key_is_an_error_with_its_line() {
         vec![dir.issue(
             1,
             "logging",
-            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `identity`, `dev`, `upstream`, `route`"
+            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `store`, `accounts`, `identity`, `dev`, `upstream`, `route`"
         )]
     );
 }

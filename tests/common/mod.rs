@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 pub const NOW_SKEW: i64 = 0;
 
 pub fn now() -> i64 {
-    authgate::gateway::now_secs() + NOW_SKEW
+    authgate::credentials::now_secs() + NOW_SKEW
 }
 
 /// A test PKI: a CA and a server certificate for localhost / 127.0.0.1, plus a client
@@ -342,9 +342,14 @@ impl Gateway {
             .as_ref()
             .map(|l| l.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(authgate::run(Arc::new(config), listeners, async {
+        let shutdown = async {
             let _ = rx.await;
-        }));
+        };
+        let task = tokio::spawn(async move {
+            if let Err(e) = authgate::run(Arc::new(config), listeners, shutdown).await {
+                panic!("the gateway did not start: {e}");
+            }
+        });
         Gateway {
             addr,
             admin,

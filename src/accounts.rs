@@ -1,0 +1,569 @@
+//! The gateway's own account endpoints: register, login, refresh, logout, me. The only
+//! code that issues tokens.
+//!
+//! The flow is Flask-JWT-Extended's: a password login returns a fresh access token and a
+//! refresh token; the refresh token buys new tokens; logout revokes. Refresh tokens rotate:
+//! each use spends the token and issues the next of its *family*; presenting a spent token
+//! again means it was copied, so the whole family is revoked (the newest token included)
+//! and the event is audited. Two concurrent refreshes of one token are the same case: the
+//! store lets exactly one spend it, the other is a reuse, and the family dies — clients
+//! must not refresh in parallel (documented in the README).
+//!
+//! Every revocation is written to the store first, then to the in-memory map, and only
+//! then answered, so an acknowledged logout survives a crash.
+
+mod limits;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use crate::body::Body;
+use crate::config::AccountsConfig;
+use crate::credentials::{self, now_secs};
+use crate::error::{Error, json_response};
+use crate::gateway::AccountsState;
+use crate::jwt::{Claims, OneOrMany, Signer, TokenError, Verifier};
+use crate::passwords::{MAX_PASSWORD_BYTES, PasswordError, Passwords};
+use crate::revocation::Revocations;
+use crate::store::{RefreshToken, Rotation, Store, StoreError, User};
+
+pub use limits::LoginLimits;
+
+/// Bodies of the account endpoints are small JSON or form documents.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// One of the gateway's own endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Register,
+    Login,
+    Refresh,
+    Logout,
+    Me,
+}
+
+impl Endpoint {
+    fn method(self) -> Method {
+        match self {
+            Endpoint::Me => Method::GET,
+            _ => Method::POST,
+        }
+    }
+}
+
+/// Accounts, bound to one config (its store, keys and limits).
+#[derive(Debug)]
+pub struct Accounts {
+    settings: AccountsConfig,
+    store: Arc<dyn Store>,
+    passwords: Passwords,
+    signer: Signer,
+    limits: Arc<LoginLimits>,
+    revocations: Arc<Revocations>,
+    issuer: String,
+    audience: String,
+    access_ttl: i64,
+    refresh_ttl: i64,
+}
+
+/// `{"username", "password"}`, as JSON or as a form.
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+/// The optional tokens of a refresh or logout body.
+#[derive(Deserialize, Default)]
+struct TokenBody {
+    refresh_token: Option<String>,
+    access_token: Option<String>,
+}
+
+fn seconds(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+impl Accounts {
+    pub fn new(
+        settings: AccountsConfig,
+        tokens: &crate::config::Tokens,
+        state: AccountsState,
+        revocations: Arc<Revocations>,
+    ) -> Accounts {
+        Accounts {
+            limits: state.limits,
+            store: state.store,
+            passwords: state.passwords,
+            signer: Signer::new(tokens.keys[0].clone()).expect(
+                "config validation requires a signing key that can sign when accounts are on",
+            ),
+            issuer: tokens.issuer.clone(),
+            audience: tokens.audience.clone(),
+            access_ttl: seconds(tokens.access_ttl),
+            refresh_ttl: seconds(tokens.refresh_ttl),
+            settings,
+            revocations,
+        }
+    }
+
+    /// The endpoint at this normalized path, if it is one of ours.
+    pub fn endpoint(&self, path: &str) -> Option<Endpoint> {
+        let rest = path.strip_prefix(self.settings.prefix.as_str())?;
+        Some(match rest {
+            "/register" => Endpoint::Register,
+            "/login" => Endpoint::Login,
+            "/refresh" => Endpoint::Refresh,
+            "/logout" => Endpoint::Logout,
+            "/me" => Endpoint::Me,
+            _ => return None,
+        })
+    }
+
+    pub async fn handle(
+        &self,
+        endpoint: Endpoint,
+        req: Request<Incoming>,
+        ip: IpAddr,
+        verifier: &Verifier,
+    ) -> Result<Response<Body>, Error> {
+        if *req.method() != endpoint.method() {
+            return Err(Error::MethodNotAllowed(if endpoint == Endpoint::Me {
+                "GET"
+            } else {
+                "POST"
+            }));
+        }
+        let mut response = match endpoint {
+            Endpoint::Register => self.register(req, ip).await,
+            Endpoint::Login => self.login(req, ip).await,
+            Endpoint::Refresh => self.refresh(req, ip, verifier).await,
+            Endpoint::Logout => self.logout(req, ip, verifier).await,
+            Endpoint::Me => self.me(&req, verifier),
+        }?;
+        // Tokens and account data must not be cached (RFC 6749 §5.1).
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(response)
+    }
+
+    async fn register(&self, req: Request<Incoming>, ip: IpAddr) -> Result<Response<Body>, Error> {
+        if !self.settings.registration {
+            return Err(Error::RegistrationClosed);
+        }
+        self.limits.check_ip(ip)?;
+        let creds: Credentials = read_form_or_json(req).await?;
+        check_username(&creds.username)?;
+        if creds.password.chars().count() < self.settings.min_password_length {
+            return Err(Error::InvalidInput("the password is too short"));
+        }
+        if creds.password.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::InvalidInput("the password is too long"));
+        }
+        let password_hash = self
+            .passwords
+            .hash(creds.password)
+            .await
+            .map_err(password_error)?;
+        let user = User {
+            name: creds.username.clone(),
+            password_hash,
+            roles: Vec::new(),
+            disabled: false,
+            created_at: now_secs(),
+        };
+        match self.blocking(move |s| s.create_user(&user)).await {
+            Err(Error::UsernameTaken) => {
+                audit("register_conflict", &creds.username, ip);
+                return Err(Error::UsernameTaken);
+            }
+            other => other?,
+        }
+        audit("register", &creds.username, ip);
+        Ok(json_response(
+            StatusCode::CREATED,
+            serde_json::json!({ "username": creds.username }),
+        ))
+    }
+
+    async fn login(&self, req: Request<Incoming>, ip: IpAddr) -> Result<Response<Body>, Error> {
+        let creds: Credentials = read_form_or_json(req).await?;
+        if let Err(limited) = self.limits.check(ip, &creds.username) {
+            audit("login_limited", &creds.username, ip);
+            return Err(limited);
+        }
+        let name = creds.username.clone();
+        // An impossible name is looked up as nobody: same work, same answer.
+        let user = if check_username(&name).is_ok() && creds.password.len() <= MAX_PASSWORD_BYTES {
+            self.blocking(move |s| s.user(&name)).await?
+        } else {
+            None
+        };
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        let matches = self
+            .passwords
+            .verify(creds.password, hash)
+            .await
+            .map_err(password_error)?;
+        let user = match user {
+            Some(user) if matches && !user.disabled => user,
+            _ => {
+                audit("login_failed", &creds.username, ip);
+                return Err(Error::InvalidCredentials);
+            }
+        };
+        let now = now_secs();
+        let refresh = RefreshToken {
+            jti: random_uuid(),
+            family: random_uuid(),
+            user: user.name.clone(),
+            exp: now + self.refresh_ttl,
+        };
+        let access = self.access_token(&user, now, true)?;
+        let refresh_jwt = self.refresh_token(&user.name, &refresh.jti, now, refresh.exp)?;
+        let first = refresh.clone();
+        self.blocking(move |s| s.start_family(&first, now)).await?;
+        audit("login_ok", &user.name, ip);
+        Ok(self.token_response(access, refresh_jwt))
+    }
+
+    async fn refresh(
+        &self,
+        req: Request<Incoming>,
+        ip: IpAddr,
+        verifier: &Verifier,
+    ) -> Result<Response<Body>, Error> {
+        let (bearer, body) = bearer_and_body(req).await?;
+        let token = one_token(bearer, body.refresh_token)?;
+        let now = now_secs();
+        let claims = verifier.verify(&token, now)?;
+        if claims.token_type.as_deref() != Some("refresh") {
+            return Err(TokenError::NotRefreshToken.into());
+        }
+        let jti = claims.jti.clone().ok_or(TokenError::Malformed)?;
+        if self.revocations.is_revoked(None, &claims.sub, claims.iat) {
+            return Err(TokenError::Revoked.into());
+        }
+        let next_jti = random_uuid();
+        let next_exp = now + self.refresh_ttl;
+        let (presented, next) = (jti.clone(), next_jti.clone());
+        let rotation = self
+            .blocking(move |s| s.rotate(&presented, &next, next_exp, now))
+            .await?;
+        match rotation {
+            Rotation::Rotated { user } if user == claims.sub => {}
+            Rotation::Rotated { .. } | Rotation::Revoked | Rotation::Unknown => {
+                audit("refresh_refused", &claims.sub, ip);
+                return Err(TokenError::Revoked.into());
+            }
+            Rotation::Reused { family, user } => {
+                tracing::warn!(
+                    target: "authgate::audit",
+                    event = "refresh_reuse_detected",
+                    user = %user,
+                    family = %family,
+                    ip = %ip,
+                    "a spent refresh token was presented again: its family is revoked"
+                );
+                return Err(TokenError::RefreshReused.into());
+            }
+        }
+        let name = claims.sub.clone();
+        let user = self.blocking(move |s| s.user(&name)).await?;
+        let Some(user) = user.filter(|u| !u.disabled) else {
+            let spent = next_jti.clone();
+            self.blocking(move |s| s.revoke_family_of(&spent, now))
+                .await?;
+            audit("refresh_refused", &claims.sub, ip);
+            return Err(TokenError::Revoked.into());
+        };
+        let access = self.access_token(&user, now, false)?;
+        let refresh = self.refresh_token(&user.name, &next_jti, now, next_exp)?;
+        audit("refresh", &user.name, ip);
+        Ok(self.token_response(access, refresh))
+    }
+
+    async fn logout(
+        &self,
+        req: Request<Incoming>,
+        ip: IpAddr,
+        verifier: &Verifier,
+    ) -> Result<Response<Body>, Error> {
+        let (bearer, body) = bearer_and_body(req).await?;
+        let tokens: Vec<String> = [bearer, body.refresh_token, body.access_token]
+            .into_iter()
+            .flatten()
+            .collect();
+        if tokens.is_empty() {
+            return Err(Error::MissingToken);
+        }
+        let now = now_secs();
+        let mut user = None;
+        for token in tokens {
+            let claims = verifier.verify(&token, now)?;
+            let jti = claims.jti.clone().ok_or(TokenError::Malformed)?;
+            match claims.token_type.as_deref() {
+                Some("refresh") => {
+                    self.blocking(move |s| s.revoke_family_of(&jti, now))
+                        .await?;
+                }
+                Some("access") => {
+                    let exp = claims.exp.unwrap_or(now);
+                    let revoked = jti.clone();
+                    self.blocking(move |s| s.revoke_token(&revoked, exp))
+                        .await?;
+                    self.revocations.revoke_token(&jti, exp);
+                }
+                _ => return Err(TokenError::Malformed.into()),
+            }
+            user = Some(claims.sub);
+        }
+        audit("logout", user.as_deref().unwrap_or("-"), ip);
+        let mut response = Response::new(crate::body::empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+
+    fn me<B>(&self, req: &Request<B>, verifier: &Verifier) -> Result<Response<Body>, Error> {
+        let claims = credentials::authenticate(req.headers(), verifier, &self.revocations)?;
+        Ok(json_response(
+            StatusCode::OK,
+            serde_json::json!({
+                "logged_in_as": claims.sub,
+                "roles": claims.roles.as_slice(),
+                "exp": claims.exp,
+            }),
+        ))
+    }
+
+    /// Runs a store call on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || call(store.as_ref())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(StoreError::Conflict)) => Err(Error::UsernameTaken),
+            Ok(Err(StoreError::Unavailable(reason))) => {
+                tracing::error!(%reason, "store unavailable");
+                Err(Error::StoreUnavailable)
+            }
+            Err(_) => Err(Error::Internal("a store task failed")),
+        }
+    }
+
+    /// Claims as Flask-JWT-Extended writes them, plus `iss`, `aud` and `roles`; the
+    /// timestamps are all `now` but `exp`.
+    fn claims(&self, sub: &str, roles: &[String], token_type: &str, now: i64, exp: i64) -> Claims {
+        Claims {
+            sub: sub.to_owned(),
+            iat: Some(now),
+            nbf: Some(now),
+            exp: Some(exp),
+            jti: Some(random_uuid()),
+            token_type: Some(token_type.to_owned()),
+            fresh: Some(false),
+            iss: Some(self.issuer.clone()),
+            aud: Some(OneOrMany::One(self.audience.clone())),
+            roles: OneOrMany::Many(roles.to_vec()),
+            extra: Default::default(),
+        }
+    }
+
+    /// `fresh`: true only right after a password login.
+    fn access_token(&self, user: &User, now: i64, fresh: bool) -> Result<String, Error> {
+        let mut claims = self.claims(
+            &user.name,
+            &user.roles,
+            "access",
+            now,
+            now + self.access_ttl,
+        );
+        claims.fresh = Some(fresh);
+        self.sign(&claims)
+    }
+
+    fn refresh_token(&self, user: &str, jti: &str, now: i64, exp: i64) -> Result<String, Error> {
+        let mut claims = self.claims(user, &[], "refresh", now, exp);
+        claims.jti = Some(jti.to_owned());
+        self.sign(&claims)
+    }
+
+    fn sign(&self, claims: &Claims) -> Result<String, Error> {
+        self.signer.sign(claims).map_err(|e| {
+            tracing::error!(error = %e, "token signing failed");
+            Error::Internal("token signing failed")
+        })
+    }
+
+    fn token_response(&self, access: String, refresh: String) -> Response<Body> {
+        json_response(
+            StatusCode::OK,
+            serde_json::json!({
+                "access_token": access,
+                "refresh_token": refresh,
+                "token_type": "Bearer",
+                "expires_in": self.access_ttl,
+            }),
+        )
+    }
+}
+
+/// Usernames become the identity header: short, printable, unambiguous.
+pub fn check_username(name: &str) -> Result<(), Error> {
+    let valid_length = (3..=64).contains(&name.len());
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+    let starts_well = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric());
+    if valid_length && valid_chars && starts_well {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(
+            "a username is 3 to 64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit",
+        ))
+    }
+}
+
+fn password_error(e: PasswordError) -> Error {
+    match e {
+        PasswordError::Busy => Error::Busy,
+        PasswordError::Hashing => Error::Internal("password hashing failed"),
+    }
+}
+
+/// Reads a small body: the bytes, or 413 above the limit.
+async fn read_body(body: Incoming) -> Result<Bytes, Error> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::PayloadTooLarge),
+        Err(_) => Err(Error::BadRequest("the request body could not be read")),
+    }
+}
+
+/// A JSON body, or a form body when the content type says so.
+async fn read_form_or_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, Error> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let bytes = read_body(req.into_body()).await?;
+    let bad = || Error::InvalidInput("the body must be JSON (or a form) with the expected fields");
+    if is_form {
+        serde_urlencoded::from_bytes(&bytes).map_err(|_| bad())
+    } else {
+        serde_json::from_slice(&bytes).map_err(|_| bad())
+    }
+}
+
+/// The bearer token (if any) and the JSON body (if any) of a refresh or logout.
+async fn bearer_and_body(req: Request<Incoming>) -> Result<(Option<String>, TokenBody), Error> {
+    let bearer = match credentials::bearer_token(req.headers()) {
+        Ok(token) => Some(token.to_owned()),
+        Err(Error::MissingToken) => None,
+        Err(e) => return Err(e),
+    };
+    let bytes = read_body(req.into_body()).await?;
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        TokenBody::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|_| {
+            Error::InvalidInput("the body must be JSON with refresh_token or access_token")
+        })?
+    };
+    Ok((bearer, body))
+}
+
+/// The one token of a request that may carry it twice; two different ones are a conflict.
+fn one_token(bearer: Option<String>, body: Option<String>) -> Result<String, Error> {
+    match (bearer, body) {
+        (Some(a), Some(b)) if a != b => Err(Error::ConflictingCredentials),
+        (Some(token), _) | (None, Some(token)) => Ok(token),
+        (None, None) => Err(Error::MissingToken),
+    }
+}
+
+/// A random UUID (version 4), the `jti` format Flask-JWT-Extended uses.
+fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    // The system RNG failing is not recoverable; aws-lc aborts before returning an error.
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// One audit event: who, what, from where. Never a password or a token.
+fn audit(event: &'static str, user: &str, ip: IpAddr) {
+    tracing::info!(target: "authgate::audit", event, user = %user, ip = %ip);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        for ok in ["alice", "bob.smith", "a_b-c", "user@example.com", "abc"] {
+            assert!(check_username(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "ab",
+            "-alice",
+            "al ice",
+            "al\nice",
+            "ålice",
+            &"a".repeat(65),
+        ] {
+            assert!(check_username(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn uuids_are_version_4() {
+        let id = random_uuid();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(random_uuid(), id);
+    }
+
+    #[test]
+    fn one_token_refuses_two_different_ones() {
+        assert_eq!(one_token(Some("a".into()), None).ok(), Some("a".into()));
+        assert_eq!(one_token(None, Some("b".into())).ok(), Some("b".into()));
+        assert_eq!(
+            one_token(Some("a".into()), Some("a".into())).ok(),
+            Some("a".into())
+        );
+        assert!(matches!(
+            one_token(Some("a".into()), Some("b".into())),
+            Err(Error::ConflictingCredentials)
+        ));
+        assert!(matches!(one_token(None, None), Err(Error::MissingToken)));
+    }
+}

@@ -1,0 +1,118 @@
+//! Durable state behind one trait: users, refresh-token families, revocations.
+//!
+//! The trait is synchronous on purpose: every backend call runs on the blocking pool
+//! (`spawn_blocking`), never on the async runtime, and SQLite (the embedded default) is a
+//! blocking library. A Redis backend for several replicas implements the same trait; its
+//! `revocations_since` cursor maps onto a stream, so callers do not change.
+//!
+//! Durability contract: when a method that revokes returns `Ok`, the revocation is on
+//! disk (SQLite in WAL mode with `synchronous = FULL`), so a crash right after cannot lose
+//! it. Callers write the store first, then the in-memory map, then answer the client.
+
+mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the name is taken")]
+    Conflict,
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A user account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// The argon2id PHC string.
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+/// One refresh token of a family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub jti: String,
+    pub family: String,
+    pub user: String,
+    pub exp: i64,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live: it is now spent and its successor is stored.
+    Rotated { user: String },
+    /// The token was already spent: the whole family is now revoked.
+    Reused { family: String, user: String },
+    /// The family was revoked before (logout, reuse, `user revoke`).
+    Revoked,
+    /// No such token, or it has expired.
+    Unknown,
+}
+
+/// A revocation as the hot path applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// An access token id, refused until `exp`.
+    Token { jti: String, exp: i64 },
+    /// Every token of `user` issued before `before` is refused.
+    User { user: String, before: i64 },
+}
+
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    fn user(&self, name: &str) -> Result<Option<User>, StoreError>;
+    fn users(&self) -> Result<Vec<User>, StoreError>;
+    /// Removes the user and refuses every token it holds (as `revoke_user` at `before`);
+    /// false if there was no such user.
+    fn remove_user(&self, name: &str, before: i64) -> Result<bool, StoreError>;
+    fn set_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError>;
+    fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError>;
+
+    /// Stores the first refresh token of a new family.
+    fn start_family(&self, first: &RefreshToken, now: i64) -> Result<(), StoreError>;
+    /// Spends refresh token `presented` and stores `next_jti` (valid until `next_exp`) in
+    /// the same family, atomically; or reports why not (a reuse also revokes the family).
+    fn rotate(
+        &self,
+        presented: &str,
+        next_jti: &str,
+        next_exp: i64,
+        now: i64,
+    ) -> Result<Rotation, StoreError>;
+    /// Revokes the family of refresh token `jti`; the user it belonged to, if known.
+    fn revoke_family_of(&self, jti: &str, now: i64) -> Result<Option<String>, StoreError>;
+
+    /// Records an access-token revocation (until `exp`).
+    fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), StoreError>;
+    /// Refuses every token of `user` issued before `before`, and revokes every refresh
+    /// family of the user.
+    fn revoke_user(&self, user: &str, before: i64) -> Result<(), StoreError>;
+    /// Revocations recorded after `cursor` (0: all still in force), and the new cursor.
+    fn revocations_since(&self, cursor: i64) -> Result<(Vec<Revocation>, i64), StoreError>;
+    /// Forgets what can no longer matter: revocations of tokens expired by `now` and user
+    /// revocations older than `user_horizon`, expired refresh tokens.
+    fn purge(&self, now: i64, user_horizon: i64) -> Result<(), StoreError>;
+    /// Whether the store answers (readiness).
+    fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Where the store lives, from `[store] url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+}
+
+/// Opens (and creates or migrates) the configured store.
+pub fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
+    match url {
+        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+    }
+}

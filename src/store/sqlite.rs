@@ -1,0 +1,567 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous = FULL`, so every
+//! acknowledged write has reached the disk. The gateway and `authgate user ...` open the
+//! same file; SQLite's locking makes that safe, and a short busy timeout makes a writer
+//! wait for the other instead of failing.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+
+use super::{RefreshToken, Revocation, Rotation, Store, StoreError, User};
+
+/// How long a write waits for another process's write to finish before the store is
+/// reported unavailable (503). Writes take milliseconds; seconds mean trouble.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The schema, one entry per version (`PRAGMA user_version`); applied in order.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    name          TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    roles         TEXT NOT NULL DEFAULT '[]',
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE refresh_families (
+    id         TEXT PRIMARY KEY,
+    user       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX refresh_families_user ON refresh_families (user);
+CREATE TABLE refresh_tokens (
+    jti      TEXT PRIMARY KEY,
+    family   TEXT NOT NULL REFERENCES refresh_families (id) ON DELETE CASCADE,
+    exp      INTEGER NOT NULL,
+    spent_at INTEGER
+);
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
+CREATE TABLE revocations (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind       TEXT NOT NULL CHECK (kind IN ('token', 'user')),
+    subject    TEXT NOT NULL,
+    until      INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"#];
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    /// One connection: SQLite serializes writers anyway, and every call is short.
+    conn: Mutex<Connection>,
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens the file (creating it and its folder if needed) and brings the schema to the
+    /// current version.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(unavailable)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(unavailable)?;
+        let store = SqliteStore {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves a connection that is still usable.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(unavailable)?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::Unavailable(format!(
+                "the store has schema version {version}, newer than this authgate knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(migration).map_err(unavailable)?;
+            tx.pragma_update(
+                None,
+                "user_version",
+                i64::try_from(i + 1).unwrap_or(i64::MAX),
+            )
+            .map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)
+    }
+}
+
+/// A presented refresh token, as `rotate` finds it.
+struct Presented {
+    family: String,
+    exp: i64,
+    spent: bool,
+    user: String,
+    family_revoked: bool,
+}
+
+fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    let roles: String = row.get(2)?;
+    Ok(User {
+        name: row.get(0)?,
+        password_hash: row.get(1)?,
+        roles: serde_json::from_str(&roles).unwrap_or_default(),
+        disabled: row.get(3)?,
+        created_at: row.get(4)?,
+    })
+}
+
+/// Revokes every live refresh family of `user` and records the user revocation.
+fn revoke_user_in(tx: &rusqlite::Transaction<'_>, user: &str, before: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO revocations (kind, subject, until, created_at) VALUES ('user', ?1, ?2, ?2)",
+        params![user, before],
+    )?;
+    tx.execute(
+        "UPDATE refresh_families SET revoked_at = ?2 WHERE user = ?1 AND revoked_at IS NULL",
+        params![user, before],
+    )?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let roles = serde_json::to_string(&user.roles).unwrap_or_else(|_| "[]".into());
+        let result = self.conn().execute(
+            "INSERT INTO users (name, password_hash, roles, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![user.name, user.password_hash, roles, user.disabled, user.created_at],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT name, password_hash, roles, disabled, created_at FROM users WHERE name = ?1",
+                params![name],
+                user_from_row,
+            )
+            .optional()
+            .map_err(unavailable)
+    }
+
+    fn users(&self) -> Result<Vec<User>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, password_hash, roles, disabled, created_at FROM users ORDER BY name",
+            )
+            .map_err(unavailable)?;
+        let users = stmt
+            .query_map([], user_from_row)
+            .map_err(unavailable)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        Ok(users)
+    }
+
+    fn remove_user(&self, name: &str, before: i64) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let removed = tx
+            .execute("DELETE FROM users WHERE name = ?1", params![name])
+            .map_err(unavailable)?;
+        if removed > 0 {
+            revoke_user_in(&tx, name, before).map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)?;
+        Ok(removed > 0)
+    }
+
+    fn set_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE users SET password_hash = ?2 WHERE name = ?1",
+                params![name, password_hash],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable)
+    }
+
+    fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE users SET disabled = ?2 WHERE name = ?1",
+                params![name, disabled],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable)
+    }
+
+    fn start_family(&self, first: &RefreshToken, now: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO refresh_families (id, user, created_at) VALUES (?1, ?2, ?3)",
+            params![first.family, first.user, now],
+        )
+        .map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO refresh_tokens (jti, family, exp) VALUES (?1, ?2, ?3)",
+            params![first.jti, first.family, first.exp],
+        )
+        .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)
+    }
+
+    fn rotate(
+        &self,
+        presented: &str,
+        next_jti: &str,
+        next_exp: i64,
+        now: i64,
+    ) -> Result<Rotation, StoreError> {
+        let mut conn = self.conn();
+        // IMMEDIATE: the read and the spend are one step, so of two concurrent refreshes
+        // with the same token exactly one sees it live.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let found: Option<Presented> = tx
+            .query_row(
+                "SELECT t.family, t.exp, t.spent_at, f.user, f.revoked_at
+                 FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family
+                 WHERE t.jti = ?1",
+                params![presented],
+                |row| {
+                    Ok(Presented {
+                        family: row.get(0)?,
+                        exp: row.get(1)?,
+                        spent: row.get::<_, Option<i64>>(2)?.is_some(),
+                        user: row.get(3)?,
+                        family_revoked: row.get::<_, Option<i64>>(4)?.is_some(),
+                    })
+                },
+            )
+            .optional()
+            .map_err(unavailable)?;
+        let outcome = match found {
+            None => Rotation::Unknown,
+            Some(p) if p.family_revoked => Rotation::Revoked,
+            Some(p) if p.spent => {
+                tx.execute(
+                    "UPDATE refresh_families SET revoked_at = ?2 WHERE id = ?1",
+                    params![p.family, now],
+                )
+                .map_err(unavailable)?;
+                Rotation::Reused {
+                    family: p.family,
+                    user: p.user,
+                }
+            }
+            Some(p) if p.exp <= now => Rotation::Unknown,
+            Some(p) => {
+                tx.execute(
+                    "UPDATE refresh_tokens SET spent_at = ?2 WHERE jti = ?1",
+                    params![presented, now],
+                )
+                .map_err(unavailable)?;
+                tx.execute(
+                    "INSERT INTO refresh_tokens (jti, family, exp) VALUES (?1, ?2, ?3)",
+                    params![next_jti, p.family, next_exp],
+                )
+                .map_err(unavailable)?;
+                Rotation::Rotated { user: p.user }
+            }
+        };
+        tx.commit().map_err(unavailable)?;
+        Ok(outcome)
+    }
+
+    fn revoke_family_of(&self, jti: &str, now: i64) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let found: Option<(String, String)> = tx
+            .query_row(
+                "SELECT f.id, f.user FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family
+                 WHERE t.jti = ?1",
+                params![jti],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(unavailable)?;
+        if let Some((family, _)) = &found {
+            tx.execute(
+                "UPDATE refresh_families SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![family, now],
+            )
+            .map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)?;
+        Ok(found.map(|(_, user)| user))
+    }
+
+    fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO revocations (kind, subject, until, created_at) VALUES ('token', ?1, ?2, strftime('%s','now'))",
+                params![jti, exp],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    fn revoke_user(&self, user: &str, before: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        revoke_user_in(&tx, user, before).map_err(unavailable)?;
+        tx.commit().map_err(unavailable)
+    }
+
+    fn revocations_since(&self, cursor: i64) -> Result<(Vec<Revocation>, i64), StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, kind, subject, until FROM revocations WHERE id > ?1 ORDER BY id",
+            )
+            .map_err(unavailable)?;
+        let mut next = cursor;
+        let mut found = Vec::new();
+        let rows = stmt
+            .query_map(params![cursor], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(unavailable)?;
+        for row in rows {
+            let (id, kind, subject, until) = row.map_err(unavailable)?;
+            next = next.max(id);
+            found.push(match kind.as_str() {
+                "user" => Revocation::User {
+                    user: subject,
+                    before: until,
+                },
+                _ => Revocation::Token {
+                    jti: subject,
+                    exp: until,
+                },
+            });
+        }
+        Ok((found, next))
+    }
+
+    fn purge(&self, now: i64, user_horizon: i64) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
+        let result = (|| {
+            conn.execute(
+                "DELETE FROM revocations WHERE kind = 'token' AND until < ?1",
+                params![now],
+            )?;
+            conn.execute(
+                "DELETE FROM revocations WHERE kind = 'user' AND until < ?1",
+                params![user_horizon],
+            )?;
+            conn.execute("DELETE FROM refresh_tokens WHERE exp < ?1", params![now])?;
+            conn.execute(
+                "DELETE FROM refresh_families WHERE id NOT IN (SELECT family FROM refresh_tokens)",
+                [],
+            )?;
+            conn.execute_batch("COMMIT")
+        })();
+        if result.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        result.map_err(unavailable)
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.conn()
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("data/authgate.db")).expect("open");
+        (dir, store)
+    }
+
+    fn user(name: &str) -> User {
+        User {
+            name: name.into(),
+            password_hash: "$argon2id$dummy".into(),
+            roles: vec!["a".into()],
+            disabled: false,
+            created_at: 1,
+        }
+    }
+
+    fn token(jti: &str, family: &str) -> RefreshToken {
+        RefreshToken {
+            jti: jti.into(),
+            family: family.into(),
+            user: "alice".into(),
+            exp: 1000,
+        }
+    }
+
+    #[test]
+    fn users_are_unique_and_round_trip() {
+        let (_dir, store) = store();
+        store.create_user(&user("alice")).expect("create");
+        assert!(matches!(
+            store.create_user(&user("alice")),
+            Err(StoreError::Conflict)
+        ));
+        assert_eq!(store.user("alice").expect("read"), Some(user("alice")));
+        assert_eq!(store.user("bob").expect("read"), None);
+        assert!(store.set_disabled("alice", true).expect("disable"));
+        assert!(store.user("alice").expect("read").expect("user").disabled);
+        assert!(!store.set_password("bob", "x").expect("set"));
+    }
+
+    #[test]
+    fn rotation_spends_and_reuse_revokes_the_family() {
+        let (_dir, store) = store();
+        store.start_family(&token("r1", "f1"), 10).expect("start");
+        assert_eq!(
+            store.rotate("r1", "r2", 1000, 11).expect("rotate"),
+            Rotation::Rotated {
+                user: "alice".into()
+            }
+        );
+        assert_eq!(
+            store.rotate("r1", "r3", 1000, 12).expect("reuse"),
+            Rotation::Reused {
+                family: "f1".into(),
+                user: "alice".into()
+            }
+        );
+        // The newest token of the family is dead too.
+        assert_eq!(
+            store.rotate("r2", "r4", 1000, 13).expect("after"),
+            Rotation::Revoked
+        );
+        assert_eq!(
+            store.rotate("nope", "r5", 1000, 13).expect("unknown"),
+            Rotation::Unknown
+        );
+    }
+
+    #[test]
+    fn an_expired_refresh_token_does_not_rotate() {
+        let (_dir, store) = store();
+        store.start_family(&token("r1", "f1"), 10).expect("start");
+        assert_eq!(
+            store.rotate("r1", "r2", 2000, 1000).expect("rotate"),
+            Rotation::Unknown
+        );
+    }
+
+    #[test]
+    fn revocations_are_read_back_by_cursor_and_purged() {
+        let (_dir, store) = store();
+        store.start_family(&token("r1", "f1"), 10).expect("start");
+        store.revoke_token("j1", 100).expect("token");
+        store.revoke_user("alice", 50).expect("user");
+        let (all, cursor) = store.revocations_since(0).expect("read");
+        assert_eq!(
+            all,
+            vec![
+                Revocation::Token {
+                    jti: "j1".into(),
+                    exp: 100
+                },
+                Revocation::User {
+                    user: "alice".into(),
+                    before: 50
+                },
+            ]
+        );
+        assert_eq!(store.revocations_since(cursor).expect("read").0, vec![]);
+        assert_eq!(
+            store.rotate("r1", "r2", 1000, 60).expect("rotate"),
+            Rotation::Revoked
+        );
+        store.purge(101, 51).expect("purge");
+        assert_eq!(store.revocations_since(0).expect("read").0, vec![]);
+    }
+
+    #[test]
+    fn removing_a_user_revokes_its_tokens() {
+        let (_dir, store) = store();
+        store.create_user(&user("alice")).expect("create");
+        store.start_family(&token("r1", "f1"), 10).expect("start");
+        assert!(store.remove_user("alice", 20).expect("remove"));
+        assert!(!store.remove_user("alice", 20).expect("again"));
+        assert_eq!(
+            store.rotate("r1", "r2", 1000, 21).expect("rotate"),
+            Rotation::Revoked
+        );
+        assert_eq!(
+            store.revocations_since(0).expect("read").0,
+            vec![Revocation::User {
+                user: "alice".into(),
+                before: 20
+            }]
+        );
+    }
+
+    #[test]
+    fn the_schema_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.db");
+        SqliteStore::open(&path)
+            .expect("open")
+            .create_user(&user("alice"))
+            .expect("create");
+        let again = SqliteStore::open(&path).expect("reopen");
+        assert!(again.user("alice").expect("read").is_some());
+    }
+}
