@@ -335,7 +335,8 @@ impl Proxy {
         let user = HeaderValue::from_str(&claims.sub).map_err(|_| unforwardable())?;
         headers.insert(self.identity.user.clone(), user);
         for (name, claim) in &self.identity.claims {
-            if let Some(text) = claims.header_text(claim) {
+            // An absent claim, or an empty list, sets no header.
+            if let Some(text) = claims.header_text(claim).filter(|t| !t.is_empty()) {
                 let value = HeaderValue::from_str(&text).map_err(|_| unforwardable())?;
                 headers.insert(name.clone(), value);
             }
