@@ -572,3 +572,48 @@ pub async fn h2_get(
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, version, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// A Python interpreter with Flask, Flask-JWT-Extended and PyJWT: a virtual environment in
+/// Cargo's target folder, created and filled from PyPI on first use and reused afterwards,
+/// so `cargo test` needs no set-up step of its own.
+pub fn python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-env");
+            let python = venv.join("bin/python3");
+            let ready = venv.join(".installed-v1");
+            if ready.exists() {
+                return python;
+            }
+            let run = |cmd: &mut std::process::Command, what: &str| {
+                let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert!(
+                    out.status.success(),
+                    "{what} failed:\n{}\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            run(
+                std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv),
+                "python3 -m venv",
+            );
+            run(
+                std::process::Command::new(&python).args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "flask==3.*",
+                    "flask-jwt-extended==4.*",
+                    "pyjwt[crypto]==2.*",
+                ]),
+                "pip install flask flask-jwt-extended pyjwt",
+            );
+            std::fs::write(&ready, b"").expect("marker");
+            python
+        })
+        .clone()
+}
