@@ -596,7 +596,9 @@ pub fn python() -> PathBuf {
                 );
             };
             run(
-                std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv),
+                std::process::Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(&venv),
                 "python3 -m venv",
             );
             run(
