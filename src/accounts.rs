@@ -179,6 +179,7 @@ impl Accounts {
             roles: Vec::new(),
             disabled: false,
             created_at: now_secs(),
+            revoked_before: None,
         };
         match self.blocking(move |s| s.create_user(&user)).await {
             Err(Error::UsernameTaken) => {
@@ -220,7 +221,14 @@ impl Accounts {
                 return Err(Error::InvalidCredentials);
             }
         };
-        let now = now_secs();
+        // A revocation refuses every token issued up to its (whole) second; a login right
+        // after one waits for that second to pass, so its tokens are not born revoked.
+        let revoked_before = user
+            .revoked_before
+            .into_iter()
+            .chain(self.revocations.user_revoked_before(&user.name))
+            .max();
+        let now = wait_past(revoked_before).await;
         let refresh = RefreshToken {
             jti: random_uuid(),
             family: random_uuid(),
@@ -491,6 +499,21 @@ fn one_token(bearer: Option<String>, body: Option<String>) -> Result<String, Err
         (Some(a), Some(b)) if a != b => Err(Error::ConflictingCredentials),
         (Some(token), _) | (None, Some(token)) => Ok(token),
         (None, None) => Err(Error::MissingToken),
+    }
+}
+
+/// The current second, once it is at least `before` (at most about a second away: a
+/// revocation's instant is the second after it was made).
+async fn wait_past(before: Option<i64>) -> i64 {
+    let Some(before) = before else {
+        return now_secs();
+    };
+    loop {
+        let now = now_secs();
+        if now >= before || before - now > 2 {
+            return now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

@@ -319,9 +319,11 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
     let store_err = |e: crate::store::StoreError| e.to_string();
     // Tokens issued in this second are revoked too: `iat` has one-second resolution.
     let now_and_before = crate::credentials::now_secs() + 1;
-    let exists = |name: &str| -> Result<(), String> {
+    // The stored spelling: names ignore case, but tokens carry the stored one, and so
+    // must every revocation.
+    let stored_name = |name: &str| -> Result<String, String> {
         match store.user(name).map_err(store_err)? {
-            Some(_) => Ok(()),
+            Some(user) => Ok(user.name),
             None => Err(format!("no user named \"{name}\"")),
         }
     };
@@ -339,6 +341,7 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
                 roles,
                 disabled: false,
                 created_at: crate::credentials::now_secs(),
+                revoked_before: None,
             };
             match store.create_user(&user) {
                 Err(crate::store::StoreError::Conflict) => {
@@ -359,6 +362,7 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
             }
         }
         UserCommand::Remove { name } => {
+            let name = stored_name(&name)?;
             if !store
                 .remove_user(&name, now_and_before)
                 .map_err(store_err)?
@@ -368,7 +372,7 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
             println!("removed {name}; its tokens are refused");
         }
         UserCommand::SetPassword { name } => {
-            exists(&name)?;
+            let name = stored_name(&name)?;
             let password = read_password(config.accounts.min_password_length)?;
             let hash = crate::passwords::hash_blocking(&password).map_err(|e| e.to_string())?;
             store.set_password(&name, &hash).map_err(store_err)?;
@@ -378,7 +382,7 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
             println!("password of {name} replaced; its sessions are ended");
         }
         UserCommand::Disable { name } => {
-            exists(&name)?;
+            let name = stored_name(&name)?;
             store.set_disabled(&name, true).map_err(store_err)?;
             store
                 .revoke_user(&name, now_and_before)
@@ -386,12 +390,12 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
             println!("disabled {name}; its tokens are refused");
         }
         UserCommand::Enable { name } => {
-            exists(&name)?;
+            let name = stored_name(&name)?;
             store.set_disabled(&name, false).map_err(store_err)?;
             println!("enabled {name}");
         }
         UserCommand::Revoke { name } => {
-            exists(&name)?;
+            let name = stored_name(&name)?;
             store
                 .revoke_user(&name, now_and_before)
                 .map_err(store_err)?;

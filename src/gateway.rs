@@ -212,7 +212,7 @@ impl Gateway {
     /// The public keys, for services that verify authgate's tokens themselves.
     fn jwks(&self, method: &http::Method) -> Result<Response<Body>, Error> {
         if method != http::Method::GET && method != http::Method::HEAD {
-            return Err(Error::MethodNotAllowed("GET"));
+            return Err(Error::MethodNotAllowed("GET, HEAD"));
         }
         let mut response = crate::error::json_response(http::StatusCode::OK, self.verifier.jwks());
         // Keys change rarely and rotation keeps the old one listed: caching is safe.

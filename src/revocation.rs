@@ -47,6 +47,11 @@ impl Revocations {
         }
     }
 
+    /// The instant before which `user`'s tokens are refused, if any.
+    pub fn user_revoked_before(&self, user: &str) -> Option<i64> {
+        self.users.get(user).map(|before| *before)
+    }
+
     pub fn revoke_token(&self, jti: &str, exp: i64) {
         self.tokens.insert(jti.to_owned(), exp);
     }

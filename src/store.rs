@@ -33,6 +33,9 @@ pub struct User {
     pub roles: Vec<String>,
     pub disabled: bool,
     pub created_at: i64,
+    /// The latest `revoke_user` instant of this user, if any (read only; derived from the
+    /// revocations).
+    pub revoked_before: Option<i64>,
 }
 
 /// One refresh token of a family.

@@ -56,8 +56,9 @@ impl LoginLimits {
     /// One login attempt from `ip` for `user`: both buckets must have room.
     pub fn check(&self, ip: IpAddr, user: &str) -> Result<(), Error> {
         self.check_ip(ip)?;
-        // Names are bounded before they become keys, so a flood of long names costs little.
-        let key: String = user.chars().take(64).collect();
+        // Names are bounded before they become keys, so a flood of long names costs little,
+        // and folded as the store folds them, so "Alice" and "alice" share one bucket.
+        let key: String = user.chars().take(64).collect::<String>().to_lowercase();
         self.per_user
             .check_key(&key)
             .map_err(|n| self.retry_after(n))

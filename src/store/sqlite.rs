@@ -18,7 +18,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// The schema, one entry per version (`PRAGMA user_version`); applied in order.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE users (
-    name          TEXT PRIMARY KEY,
+    -- Unique regardless of case: "Alice" and "alice" are one account.
+    name          TEXT PRIMARY KEY COLLATE NOCASE,
     password_hash TEXT NOT NULL,
     roles         TEXT NOT NULL DEFAULT '[]',
     disabled      INTEGER NOT NULL DEFAULT 0,
@@ -45,6 +46,7 @@ CREATE TABLE revocations (
     until      INTEGER NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE INDEX revocations_subject ON revocations (kind, subject);
 "#];
 
 #[derive(Debug)]
@@ -133,6 +135,7 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         roles: serde_json::from_str(&roles).unwrap_or_default(),
         disabled: row.get(3)?,
         created_at: row.get(4)?,
+        revoked_before: row.get(5)?,
     })
 }
 
@@ -170,7 +173,9 @@ impl Store for SqliteStore {
     fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
         self.conn()
             .query_row(
-                "SELECT name, password_hash, roles, disabled, created_at FROM users WHERE name = ?1",
+                "SELECT name, password_hash, roles, disabled, created_at,
+                        (SELECT max(until) FROM revocations WHERE kind = 'user' AND subject = users.name)
+                 FROM users WHERE name = ?1",
                 params![name],
                 user_from_row,
             )
@@ -182,7 +187,9 @@ impl Store for SqliteStore {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT name, password_hash, roles, disabled, created_at FROM users ORDER BY name",
+                "SELECT name, password_hash, roles, disabled, created_at,
+                        (SELECT max(until) FROM revocations WHERE kind = 'user' AND subject = users.name)
+                 FROM users ORDER BY name",
             )
             .map_err(unavailable)?;
         let users = stmt
@@ -439,6 +446,7 @@ mod tests {
             roles: vec!["a".into()],
             disabled: false,
             created_at: 1,
+            revoked_before: None,
         }
     }
 
@@ -460,6 +468,25 @@ mod tests {
             Err(StoreError::Conflict)
         ));
         assert_eq!(store.user("alice").expect("read"), Some(user("alice")));
+        assert_eq!(
+            store.user("ALICE").expect("read"),
+            Some(user("alice")),
+            "names ignore case"
+        );
+        let mut shouting = user("ALICE");
+        shouting.created_at = 2;
+        assert!(matches!(
+            store.create_user(&shouting),
+            Err(StoreError::Conflict)
+        ));
+        store.revoke_user("alice", 7).expect("revoke");
+        assert_eq!(
+            store
+                .user("alice")
+                .expect("read")
+                .and_then(|u| u.revoked_before),
+            Some(7)
+        );
         assert_eq!(store.user("bob").expect("read"), None);
         assert!(store.set_disabled("alice", true).expect("disable"));
         assert!(store.user("alice").expect("read").expect("user").disabled);
