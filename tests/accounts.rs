@@ -388,13 +388,13 @@ fn is_uuid(text: &str) -> bool {
 }
 
 /// What PyJWT made of a token: `Ok({"header", "claims", "jwk_kid"})` when it verified,
-/// `Err(reason)` when PyJWT refused it. Panics (never skips) when python3 or PyJWT is
-/// missing.
+/// `Err(reason)` when PyJWT refused it, run by the test Python (`common::python()`, which
+/// installs PyJWT). Panics (never skips) when that fails.
 async fn pyjwt_verify(jwks: &str, token: &str) -> Result<Value, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/pyjwt_verify.py");
     let (jwks, token) = (jwks.to_owned(), token.to_owned());
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        Command::new(common::python())
             .arg(&script)
             .arg(&jwks)
             .arg(&token)
@@ -402,19 +402,12 @@ async fn pyjwt_verify(jwks: &str, token: &str) -> Result<Value, String> {
     })
     .await
     .expect("the python task");
-    let output = output.unwrap_or_else(|e| {
-        panic!(
-            "python3 could not be started ({e}): this test needs python3 with PyJWT \
-             (python3 -m pip install \"pyjwt[crypto]\")"
-        )
-    });
+    let output = output.unwrap_or_else(|e| panic!("the test Python could not be started ({e})"));
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     match output.status.code() {
         Some(0) => Ok(serde_json::from_slice(&output.stdout).expect("the script's JSON")),
         Some(1) => Err(stderr),
-        Some(3) => panic!(
-            "PyJWT is missing: this test needs it (python3 -m pip install \"pyjwt[crypto]\"): {stderr}"
-        ),
+        Some(3) => panic!("PyJWT is missing from the test Python: {stderr}"),
         other => panic!("the PyJWT script failed (exit {other:?}): {stderr}"),
     }
 }
