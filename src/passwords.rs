@@ -2,13 +2,16 @@
 //! strings in the store.
 //!
 //! Hashing costs tens of milliseconds of CPU and 19 MiB of memory, so it never runs on the
-//! async runtime: every hash and every check goes to the blocking pool, behind a semaphore
-//! with one permit per core. A burst of logins then queues here instead of stalling the
-//! proxying threads or allocating memory without bound. An unknown user is checked against
-//! a dummy hash of the same parameters, so "no such user" costs the same time as "wrong
-//! password".
+//! async runtime: every hash and every check goes to a small pool of dedicated threads (one
+//! per core) behind a semaphore, so a burst of logins queues here instead of stalling the
+//! proxying threads or allocating memory without bound. Those threads run at the lowest
+//! priority (`SCHED_BATCH`, nice 19): when a core is shared, the scheduler hands it to
+//! proxying first and hashing takes what is left, so logins cannot raise proxied latency
+//! much. An unknown user is checked against a dummy hash of the same parameters, so "no
+//! such user" costs the same time as "wrong password".
 
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
@@ -34,12 +37,40 @@ pub enum PasswordError {
     Hashing,
 }
 
-/// Hashes and checks passwords off the runtime. Cheap to clone.
+/// Hashes and checks passwords off the runtime. Cheap to clone; the worker threads end
+/// when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    jobs: SyncSender<Job>,
     /// A hash of a random password, checked for unknown users.
     dummy: Arc<str>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One hashing thread: lowest priority, then jobs until the channel closes.
+fn worker(jobs: Arc<Mutex<Receiver<Job>>>) {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, thread_native_id,
+    };
+    if let Err(error) = thread_priority::set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+    ) {
+        tracing::debug!(?error, "cannot lower the priority of a hashing thread");
+    }
+    loop {
+        let job = match jobs.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
+    }
 }
 
 fn argon2() -> Argon2<'static> {
@@ -67,8 +98,19 @@ impl Passwords {
         let mut random = [0u8; 32];
         aws_lc_rs::rand::fill(&mut random).map_err(|_| PasswordError::Hashing)?;
         let dummy_password: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let threads = concurrency.max(1);
+        let (jobs, receiver) = std::sync::mpsc::sync_channel::<Job>(threads);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..threads {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("authgate-hash-{i}"))
+                .spawn(move || worker(receiver))
+                .map_err(|_| PasswordError::Hashing)?;
+        }
         Ok(Passwords {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(threads)),
+            jobs,
             dummy: hash_blocking(&dummy_password)?.into(),
         })
     }
@@ -81,14 +123,14 @@ impl Passwords {
             .await
             .map_err(|_| PasswordError::Busy)?
             .map_err(|_| PasswordError::Busy)?;
-        let result = tokio::task::spawn_blocking(move || {
-            let result = work();
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
             drop(permit);
-            result
-        })
-        .await
-        .map_err(|_| PasswordError::Hashing)?;
-        Ok(result)
+        });
+        // The permit guarantees a free slot, so this does not block the runtime.
+        self.jobs.send(job).map_err(|_| PasswordError::Hashing)?;
+        result.await.map_err(|_| PasswordError::Hashing)
     }
 
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
