@@ -70,6 +70,7 @@ fn paths(c: &mut Criterion) {
         auth: Auth::Required,
         required_roles: Vec::new(),
         upstream: 0,
+        max_body_bytes: 1 << 20,
     };
     let table = RouteTable::new(vec![
         route(0, "/public"),

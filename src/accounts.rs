@@ -30,6 +30,7 @@ use crate::credentials::{self, now_secs};
 use crate::error::{Error, json_response};
 use crate::gateway::AccountsState;
 use crate::jwt::{Claims, OneOrMany, Signer, TokenError, Verifier};
+use crate::metrics::Metrics;
 use crate::passwords::{MAX_PASSWORD_BYTES, PasswordError, Passwords};
 use crate::revocation::Revocations;
 use crate::store::{RefreshToken, Rotation, Store, StoreError, User};
@@ -50,6 +51,17 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The metric label of the endpoint.
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Register => "own:register",
+            Endpoint::Login => "own:login",
+            Endpoint::Refresh => "own:refresh",
+            Endpoint::Logout => "own:logout",
+            Endpoint::Me => "own:me",
+        }
+    }
+
     fn method(self) -> Method {
         match self {
             Endpoint::Me => Method::GET,
@@ -67,6 +79,7 @@ pub struct Accounts {
     signer: Signer,
     limits: Arc<LoginLimits>,
     revocations: Arc<Revocations>,
+    metrics: Arc<Metrics>,
     issuer: String,
     audience: String,
     access_ttl: i64,
@@ -97,6 +110,7 @@ impl Accounts {
         tokens: &crate::config::Tokens,
         state: AccountsState,
         revocations: Arc<Revocations>,
+        metrics: Arc<Metrics>,
     ) -> Accounts {
         Accounts {
             limits: state.limits,
@@ -111,7 +125,12 @@ impl Accounts {
             refresh_ttl: seconds(tokens.refresh_ttl),
             settings,
             revocations,
+            metrics,
         }
+    }
+
+    pub fn forget_idle_limits(&self) {
+        self.limits.forget_idle();
     }
 
     /// The endpoint at this normalized path, if it is one of ours.
@@ -198,6 +217,7 @@ impl Accounts {
     async fn login(&self, req: Request<Incoming>, ip: IpAddr) -> Result<Response<Body>, Error> {
         let creds: Credentials = read_form_or_json(req).await?;
         if let Err(limited) = self.limits.check(ip, &creds.username) {
+            self.metrics.login("limited");
             audit("login_limited", &creds.username, ip);
             return Err(limited);
         }
@@ -217,6 +237,7 @@ impl Accounts {
         let user = match user {
             Some(user) if matches && !user.disabled => user,
             _ => {
+                self.metrics.login("failed");
                 audit("login_failed", &creds.username, ip);
                 return Err(Error::InvalidCredentials);
             }
@@ -239,6 +260,7 @@ impl Accounts {
         let refresh_jwt = self.refresh_token(&user.name, &refresh.jti, now, refresh.exp)?;
         let first = refresh.clone();
         self.blocking(move |s| s.start_family(&first, now)).await?;
+        self.metrics.login("ok");
         audit("login_ok", &user.name, ip);
         Ok(self.token_response(access, refresh_jwt))
     }
@@ -273,6 +295,7 @@ impl Accounts {
                 return Err(TokenError::Revoked.into());
             }
             Rotation::Reused { family, user } => {
+                self.metrics.refresh_reuse();
                 tracing::warn!(
                     target: "authgate::audit",
                     event = "refresh_reuse_detected",

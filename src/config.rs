@@ -37,6 +37,18 @@ pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head: above nginx's 8 KiB buffers, below Envoy's 60 KiB default.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most request headers: hyper's and nginx's practical limit; more is an attack or a bug.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Largest request body a route accepts: nginx's `client_max_body_size` is 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
+/// Longest silence between two pieces of a request body (nginx `client_body_timeout` is
+/// 60 s; an API client that pauses 30 s mid-upload is gone).
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more wait in the kernel's accept queue. Sized for a sidecar
+/// or an edge replica; each costs a file descriptor and a few KiB.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Envoy's edge guidance: 100 concurrent streams per HTTP/2 connection.
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Grace for in-flight requests at shutdown: under Kubernetes' 30 s default termination
 /// grace period, so the kubelet's SIGKILL never lands first.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -102,6 +114,12 @@ pub struct Server {
     pub drain_timeout: Duration,
     /// Runtime worker threads; `None`: one per available core.
     pub worker_threads: Option<usize>,
+    pub max_headers: usize,
+    /// Default body limit of routes without their own.
+    pub max_body_bytes: u64,
+    pub body_idle_timeout: Duration,
+    pub max_connections: usize,
+    pub http2_max_concurrent_streams: u32,
 }
 
 #[derive(Debug)]
@@ -360,6 +378,49 @@ impl Ctx<'_> {
         }
     }
 
+    /// A whole number within `range`, or the default with an error.
+    fn count(
+        &mut self,
+        value: &Option<Spanned<i64>>,
+        key: &str,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> usize {
+        let Some(value) = value else {
+            return default;
+        };
+        match usize::try_from(*value.get_ref()) {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                self.error(
+                    value,
+                    key,
+                    format!(
+                        "{} is outside {}..{}",
+                        value.get_ref(),
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    /// A size such as `"1MiB"`, or the default with an error.
+    fn size(&mut self, value: &Option<Spanned<String>>, key: &str, default: u64) -> u64 {
+        match value {
+            None => default,
+            Some(v) => match parse_size(v.get_ref()) {
+                Ok(n) => n,
+                Err(message) => {
+                    self.error(v, key, message);
+                    default
+                }
+            },
+        }
+    }
+
     fn socket_addr(&mut self, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
         match value.get_ref().parse() {
             Ok(addr) => Some(addr),
@@ -490,7 +551,10 @@ impl Ctx<'_> {
         }
         let identity = self.identity(&raw.identity);
         let upstreams = self.upstreams(&raw.upstream);
-        let routes = self.routes(&raw.route, &raw.upstream);
+        let default_body = server
+            .as_ref()
+            .map_or(DEFAULT_MAX_BODY_BYTES, |s| s.max_body_bytes);
+        let routes = self.routes(&raw.route, &raw.upstream, default_body);
         if let (Some(server), Some(admin)) = (&server, &admin)
             && server.listen == admin.listen
             && server.listen.port() != 0
@@ -585,6 +649,34 @@ impl Ctx<'_> {
                 "server.drain_timeout",
                 DEFAULT_DRAIN_TIMEOUT,
             ),
+            max_headers: self.count(
+                &raw.max_headers,
+                "server.max_headers",
+                DEFAULT_MAX_HEADERS,
+                1..=10_000,
+            ),
+            max_body_bytes: self.size(
+                &raw.max_body_bytes,
+                "server.max_body_bytes",
+                DEFAULT_MAX_BODY_BYTES,
+            ),
+            body_idle_timeout: self.duration(
+                &raw.body_idle_timeout,
+                "server.body_idle_timeout",
+                DEFAULT_BODY_IDLE_TIMEOUT,
+            ),
+            max_connections: self.count(
+                &raw.max_connections,
+                "server.max_connections",
+                DEFAULT_MAX_CONNECTIONS,
+                1..=1_000_000,
+            ),
+            http2_max_concurrent_streams: self.count(
+                &raw.http2_max_concurrent_streams,
+                "server.http2_max_concurrent_streams",
+                DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS as usize,
+                1..=10_000,
+            ) as u32,
             worker_threads: match &raw.worker_threads {
                 Some(n) if !(1..=1024).contains(n.get_ref()) => {
                     self.error(
@@ -1085,7 +1177,12 @@ impl Ctx<'_> {
         })
     }
 
-    fn routes(&mut self, raw: &[raw::RawRoute], upstreams: &[raw::RawUpstream]) -> RouteTable {
+    fn routes(
+        &mut self,
+        raw: &[raw::RawRoute],
+        upstreams: &[raw::RawUpstream],
+        default_body: u64,
+    ) -> RouteTable {
         let mut routes = Vec::new();
         for (index, r) in raw.iter().enumerate() {
             let key = format!("route[{index}]");
@@ -1143,8 +1240,16 @@ impl Ctx<'_> {
                     format!("no upstream named \"{}\"", r.upstream.get_ref()),
                 );
             }
+            let max_body_bytes = r.max_body_bytes.as_ref().map(|_| {
+                self.size(
+                    &r.max_body_bytes,
+                    &format!("{key}.max_body_bytes"),
+                    default_body,
+                )
+            });
             if let (Some(pattern), Some(upstream)) = (pattern, upstream) {
                 routes.push(Route {
+                    max_body_bytes: max_body_bytes.unwrap_or(default_body),
                     index,
                     pattern,
                     methods,

@@ -4,24 +4,19 @@
 
 use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use serde_json::{Map, Value};
 
-use crate::body::Body;
+use crate::body::{Body, BodyError, RequestBody};
 use crate::error::json_response;
 
-/// The echo of one request. The body is read and counted, not kept.
-pub async fn respond(req: Request<Incoming>) -> Response {
+/// The echo of one request. The body is read and counted, not kept; its limits apply
+/// as they would to a real upstream.
+pub async fn respond(req: Request<RequestBody>) -> Result<Response, BodyError> {
     let (parts, mut body) = req.into_parts();
     let mut body_bytes: u64 = 0;
     while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Some(data) = frame.data_ref() {
-                    body_bytes += data.len() as u64;
-                }
-            }
-            Err(_) => break,
+        if let Some(data) = frame?.data_ref() {
+            body_bytes += data.len() as u64;
         }
     }
     let mut headers = Map::new();
@@ -38,7 +33,7 @@ pub async fn respond(req: Request<Incoming>) -> Response {
         };
         headers.insert(name.as_str().to_owned(), value);
     }
-    json_response(
+    Ok(json_response(
         StatusCode::OK,
         serde_json::json!({
             "upstream": "builtin:echo",
@@ -48,7 +43,7 @@ pub async fn respond(req: Request<Incoming>) -> Response {
             "headers": headers,
             "body_bytes": body_bytes,
         }),
-    )
+    ))
 }
 
 type Response = http::Response<Body>;

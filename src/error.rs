@@ -26,6 +26,8 @@ pub enum Error {
     NotFound,
     #[error("request body too large")]
     PayloadTooLarge,
+    #[error("request body too slow")]
+    RequestTimeout,
     #[error("invalid input: {0}")]
     InvalidInput(&'static str),
     #[error("method not allowed")]
@@ -93,6 +95,7 @@ impl Error {
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::MissingToken | Error::InvalidToken(_) | Error::InvalidCredentials => {
                 StatusCode::UNAUTHORIZED
             }
@@ -116,6 +119,7 @@ impl Error {
             | Error::NotFound
             | Error::MethodNotAllowed(_)
             | Error::PayloadTooLarge
+            | Error::RequestTimeout
             | Error::UsernameTaken
             | Error::RegistrationClosed => Fault::Client,
             Error::MissingToken
@@ -131,6 +135,29 @@ impl Error {
         }
     }
 
+    /// The `reason` label of `authgate_auth_failures_total`, for refusals of credentials.
+    pub fn auth_reason(&self) -> Option<&'static str> {
+        match self {
+            Error::MissingToken => Some("missing"),
+            Error::ConflictingCredentials => Some("conflicting_credentials"),
+            Error::InvalidToken(e) => Some(e.reason()),
+            Error::InsufficientScope => Some("insufficient_scope"),
+            Error::InvalidCredentials => Some("invalid_credentials"),
+            Error::RateLimited { .. } => Some("rate_limited"),
+            _ => None,
+        }
+    }
+
+    /// The upstream and the `kind` label of `authgate_upstream_errors_total`.
+    pub fn upstream_failure(&self) -> Option<(&str, &'static str)> {
+        match self {
+            Error::UpstreamUnreachable { upstream, .. } => Some((upstream, "refused")),
+            Error::UpstreamFailed { upstream, .. } => Some((upstream, "reset")),
+            Error::UpstreamTimeout { upstream } => Some((upstream, "timeout")),
+            _ => None,
+        }
+    }
+
     /// The machine-readable code of the JSON body (RFC 6750 codes for auth failures).
     pub fn code(&self) -> &'static str {
         match self {
@@ -141,6 +168,7 @@ impl Error {
             Error::NotFound => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::PayloadTooLarge => "payload_too_large",
+            Error::RequestTimeout => "request_timeout",
             Error::InvalidCredentials => "invalid_credentials",
             Error::UsernameTaken => "username_taken",
             Error::RegistrationClosed => "registration_closed",
@@ -172,6 +200,7 @@ impl Error {
             Error::Busy => "the gateway is busy; retry later",
             Error::NotFound => "no route matches this request",
             Error::PayloadTooLarge => "the request body is larger than this route allows",
+            Error::RequestTimeout => "the request body stalled; send it without long pauses",
             Error::MissingToken => "this route requires a bearer token",
             Error::ConflictingCredentials => "the request carries more than one credential",
             Error::InvalidToken(e) => e.description(),

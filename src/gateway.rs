@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use tokio_util::task::TaskTracker;
+
 use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -25,6 +27,7 @@ use crate::credentials;
 use crate::error::{Error, Fault};
 use crate::headers::X_REQUEST_ID;
 use crate::jwt::{Claims, Verifier};
+use crate::metrics::{Label, MethodClass, Metrics};
 use crate::passwords::Passwords;
 use crate::proxy::{Forward, Peer, Proxy};
 use crate::revocation::Revocations;
@@ -41,6 +44,21 @@ pub struct Shared {
     pub revocations: Arc<Revocations>,
     /// With the passwords and limits of the accounts; `None` without `[store]`.
     pub accounts: Option<AccountsState>,
+    pub metrics: Arc<Metrics>,
+    /// Work that outlives its request (WebSocket tunnels), awaited by the drain.
+    pub tasks: TaskTracker,
+}
+
+impl Shared {
+    /// State for a gateway without a store: nothing durable to open.
+    pub fn without_store() -> Shared {
+        Shared {
+            revocations: Arc::new(Revocations::new()),
+            accounts: None,
+            metrics: Arc::new(Metrics::new()),
+            tasks: TaskTracker::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +77,15 @@ pub struct Gateway {
     proxy: Proxy,
     revocations: Arc<Revocations>,
     accounts: Option<Accounts>,
+    metrics: Arc<Metrics>,
+    /// Metric labels by route index, made once per config.
+    route_labels: Vec<Label>,
     request_ids: RequestIds,
+}
+
+/// Metric labels of the requests that match no configured route.
+fn special_label(which: &'static str) -> Label {
+    Label::new(which)
 }
 
 impl Gateway {
@@ -84,10 +110,17 @@ impl Gateway {
                 &config.tokens,
                 state.clone(),
                 shared.revocations.clone(),
+                shared.metrics.clone(),
             )
         });
+        let mut route_labels = vec![special_label("none"); config.routes.iter().count()];
+        for route in config.routes.iter() {
+            route_labels[route.index] = Label::new(&route.pattern.to_string());
+        }
         Gateway {
-            proxy: Proxy::new(&config),
+            proxy: Proxy::new(&config, shared.tasks.clone()),
+            metrics: shared.metrics.clone(),
+            route_labels,
             verifier,
             config,
             revocations: shared.revocations.clone(),
@@ -104,6 +137,13 @@ impl Gateway {
         &self.revocations
     }
 
+    /// Lets rate-limit buckets that have refilled go (bounded memory under many keys).
+    pub fn forget_idle_limits(&self) {
+        if let Some(accounts) = &self.accounts {
+            accounts.forget_idle_limits();
+        }
+    }
+
     pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
         let started = Instant::now();
         let request_id = self.request_id(req.headers(), peer);
@@ -115,6 +155,12 @@ impl Gateway {
         let mut response = match self.process(req, peer, &request_id, &mut log).await {
             Ok(response) => response,
             Err(error) => {
+                if let Some(reason) = error.auth_reason() {
+                    self.metrics.auth_failure(reason);
+                }
+                if let Some((upstream, kind)) = error.upstream_failure() {
+                    self.metrics.upstream_error(&Label::new(upstream), kind);
+                }
                 match error.fault() {
                     Fault::Client | Fault::Auth => {
                         tracing::debug!(request_id = ?request_id, %error, "request refused")
@@ -132,16 +178,21 @@ impl Gateway {
         response
             .headers_mut()
             .insert(X_REQUEST_ID.clone(), request_id.clone());
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        let label = log.label.unwrap_or_else(|| special_label("invalid"));
+        self.metrics
+            .request(&label, MethodClass::of(&method), status, elapsed);
         tracing::info!(
             target: "authgate::access",
             request_id = ?request_id,
             method = %method,
             path = log.path.as_deref().unwrap_or("-"),
             route = log.route,
-            status = response.status().as_u16(),
+            status,
             user = log.user.as_deref().unwrap_or("-"),
             upstream = log.upstream.unwrap_or("-"),
-            latency_us = started.elapsed().as_micros() as u64,
+            latency_us = elapsed.as_micros() as u64,
         );
         response
     }
@@ -165,14 +216,17 @@ impl Gateway {
 
         // 2. own endpoints
         if path == JWKS_PATH {
+            log.label = Some(special_label("own:jwks"));
             return self.jwks(req.method());
         }
         if let Some(accounts) = &self.accounts
             && let Some(endpoint) = accounts.endpoint(path)
         {
+            log.label = Some(special_label(endpoint.label()));
             let ip = self.proxy.client_ip(req.headers(), peer);
             return accounts.handle(endpoint, req, ip, &self.verifier).await;
         }
+        log.label = Some(special_label("none"));
 
         let route = self
             .config
@@ -180,6 +234,7 @@ impl Gateway {
             .match_request(req.method(), path)
             .ok_or(Error::NotFound)?;
         log.route = Some(route.index);
+        log.label = self.route_labels.get(route.index).cloned();
         log.upstream = Some(self.proxy.upstream_name(route.upstream));
 
         // 3. authenticate
@@ -203,6 +258,7 @@ impl Gateway {
             normalized_path: normalized,
             upstream: route.upstream,
             claims: claims.as_ref(),
+            max_body_bytes: route.max_body_bytes,
             peer,
             request_id,
         };
@@ -242,6 +298,8 @@ impl Gateway {
 struct AccessLog<'a> {
     /// Whether the line will be written: what only the log needs is not copied otherwise.
     enabled: bool,
+    /// The metric label of what answered: a route, one of our endpoints, or nothing.
+    label: Option<Label>,
     path: Option<String>,
     route: Option<usize>,
     user: Option<String>,

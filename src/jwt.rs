@@ -56,6 +56,27 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// A short name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed",
+            TokenError::ForbiddenHeader => "forbidden_header",
+            TokenError::AlgorithmNotAllowed => "algorithm",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::MissingExpiry => "missing_exp",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::WrongIssuer => "wrong_issuer",
+            TokenError::WrongAudience => "wrong_audience",
+            TokenError::NotAccessToken => "not_access_token",
+            TokenError::NotRefreshToken => "not_refresh_token",
+            TokenError::RefreshReused => "refresh_reused",
+            TokenError::Revoked => "revoked",
+            TokenError::UnforwardableClaim => "unforwardable_claim",
+        }
+    }
+
     /// Text for `error_description`: fixed, printable, free of `"` and `\` (RFC 6750 §3).
     pub fn description(&self) -> &'static str {
         match self {

@@ -40,6 +40,7 @@ pub mod error;
 pub mod gateway;
 pub mod headers;
 pub mod jwt;
+pub mod metrics;
 pub mod passwords;
 pub mod proxy;
 pub mod revocation;
@@ -48,4 +49,4 @@ pub mod server;
 pub mod store;
 pub mod tls;
 
-pub use server::{Listeners, run};
+pub use server::{Listeners, run, serve};

@@ -64,10 +64,31 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             workers,
             "authgate serving"
         );
-        authgate::run(Arc::new(config), listeners, shutdown_signal()).await?;
+        authgate::serve(
+            Arc::new(config),
+            listeners,
+            shutdown_signal(),
+            Some(reload_signal()?),
+        )
+        .await?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// A message at every SIGHUP: reload the config file.
+fn reload_signal() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            // A reload already queued covers this one too.
+            let _ = tx.try_send(());
+        }
+    });
+    Ok(rx)
 }
 
 /// Resolves at the first SIGTERM or SIGINT. A second signal during the drain exits at once.

@@ -17,21 +17,23 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version, uri};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use ipnet::IpNet;
+use tokio_util::task::TaskTracker;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BodyError, RequestBody};
 use crate::config::{Config, UpstreamTarget};
 use crate::echo;
 use crate::error::Error;
 use crate::headers;
 use crate::jwt::{Claims, TokenError};
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// Where a request came from, as the accepting socket saw it. Built once per connection.
 #[derive(Debug, Clone)]
@@ -62,6 +64,8 @@ pub struct Forward<'a> {
     pub normalized_path: Option<String>,
     pub upstream: usize,
     pub claims: Option<&'a Claims>,
+    /// The route's body limit.
+    pub max_body_bytes: u64,
     pub peer: &'a Peer,
     pub request_id: &'a HeaderValue,
 }
@@ -72,6 +76,9 @@ pub struct Proxy {
     upstreams: Vec<UpstreamClient>,
     identity: IdentityHeaders,
     trusted_proxies: Vec<IpNet>,
+    body_idle_timeout: Duration,
+    /// Tunnels outlive their request; the drain waits for them here.
+    tasks: TaskTracker,
 }
 
 #[derive(Debug)]
@@ -105,7 +112,7 @@ struct IdentityHeaders {
 }
 
 impl Proxy {
-    pub fn new(config: &Config) -> Proxy {
+    pub fn new(config: &Config, tasks: TaskTracker) -> Proxy {
         let upstreams = config
             .upstreams
             .iter()
@@ -139,6 +146,8 @@ impl Proxy {
                 forward_authorization: identity.forward_authorization,
             },
             trusted_proxies: config.server.trusted_proxies.clone(),
+            body_idle_timeout: config.server.body_idle_timeout,
+            tasks,
         }
     }
 
@@ -210,6 +219,13 @@ impl Proxy {
         let upgrade = websocket_upgrade(&req);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, incoming) = req.into_parts();
+        // A declared length over the limit is refused before anything is sent.
+        if incoming.size_hint().lower() > fwd.max_body_bytes {
+            return Err(Error::PayloadTooLarge);
+        }
+        // Only a request that has no body and may be repeated is retried (once).
+        let retry = is_idempotent(&parts.method) && incoming.is_end_stream();
+        let body = RequestBody::new(incoming, fwd.max_body_bytes, self.body_idle_timeout);
 
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
@@ -272,7 +288,9 @@ impl Proxy {
         let (scheme, authority, client) = match &upstream.kind {
             UpstreamKind::Echo => {
                 parts.uri = Uri::from(path_and_query);
-                return Ok(echo::respond(Request::from_parts(parts, incoming)).await);
+                return echo::respond(Request::from_parts(parts, body))
+                    .await
+                    .map_err(body_error);
             }
             UpstreamKind::Http {
                 scheme,
@@ -293,25 +311,32 @@ impl Proxy {
             }
         }
 
-        let sent = client.request(Request::from_parts(parts, incoming));
-        let mut response = match tokio::time::timeout(upstream.timeout, sent).await {
+        let again = retry.then(|| {
+            let mut copy = Request::new(());
+            *copy.method_mut() = parts.method.clone();
+            *copy.uri_mut() = parts.uri.clone();
+            *copy.version_mut() = parts.version;
+            *copy.headers_mut() = parts.headers.clone();
+            copy
+        });
+        let deadline = tokio::time::Instant::now() + upstream.timeout;
+        let first = client.request(Request::from_parts(parts, body));
+        let attempt = tokio::time::timeout_at(deadline, first).await;
+        let response = match (attempt, again) {
+            (Ok(Err(source)), Some(again)) if !has_body_error(&source) => {
+                tracing::debug!(upstream = %upstream.name, error = %source, "retrying once");
+                let second = client.request(again.map(|()| RequestBody::empty()));
+                tokio::time::timeout_at(deadline, second).await
+            }
+            (attempt, _) => attempt,
+        };
+        let mut response = match response {
             Err(_) => {
                 return Err(Error::UpstreamTimeout {
                     upstream: upstream.name.clone(),
                 });
             }
-            Ok(Err(source)) if source.is_connect() => {
-                return Err(Error::UpstreamUnreachable {
-                    upstream: upstream.name.clone(),
-                    source,
-                });
-            }
-            Ok(Err(source)) => {
-                return Err(Error::UpstreamFailed {
-                    upstream: upstream.name.clone(),
-                    source,
-                });
-            }
+            Ok(Err(source)) => return Err(upstream_error(&upstream.name, source)),
             Ok(Ok(response)) => response,
         };
 
@@ -319,7 +344,7 @@ impl Proxy {
             && let Some(client_upgrade) = client_upgrade
         {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            self.tasks.spawn(tunnel(client_upgrade, upstream_upgrade));
             return Ok(response.map(body::stream));
         }
         for name in hop_by_hop(response.headers()) {
@@ -380,6 +405,65 @@ fn websocket_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
     (connection_upgrade && upgrade.as_bytes().eq_ignore_ascii_case(b"websocket"))
         .then(|| upgrade.clone())
+}
+
+/// Methods a client may send twice with the effect of once (RFC 9110 §9.2.2).
+fn is_idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
+}
+
+/// The client's own body failure inside an upstream error, if that is what it was.
+fn find_body_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(body) = e.downcast_ref::<BodyError>() {
+            return Some(body);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+fn has_body_error(error: &hyper_util::client::legacy::Error) -> bool {
+    find_body_error(error).is_some()
+}
+
+fn body_error(error: BodyError) -> Error {
+    match error {
+        BodyError::TooLarge => Error::PayloadTooLarge,
+        BodyError::Idle => Error::RequestTimeout,
+        BodyError::Client(_) => Error::BadRequest("the request body could not be read"),
+    }
+}
+
+/// What an upstream failure was: the client's body (its fault), or the upstream's.
+fn upstream_error(upstream: &str, source: hyper_util::client::legacy::Error) -> Error {
+    if let Some(body) = find_body_error(&source) {
+        return match body {
+            BodyError::TooLarge => Error::PayloadTooLarge,
+            BodyError::Idle => Error::RequestTimeout,
+            BodyError::Client(_) => Error::BadRequest("the request body could not be read"),
+        };
+    }
+    if source.is_connect() {
+        Error::UpstreamUnreachable {
+            upstream: upstream.to_owned(),
+            source,
+        }
+    } else {
+        Error::UpstreamFailed {
+            upstream: upstream.to_owned(),
+            source,
+        }
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, not the message.

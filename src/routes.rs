@@ -70,6 +70,8 @@ pub struct Route {
     pub required_roles: Vec<String>,
     /// Index into the config's upstream list.
     pub upstream: usize,
+    /// Largest request body this route forwards (413 above).
+    pub max_body_bytes: u64,
 }
 
 impl Route {
@@ -145,6 +147,7 @@ mod tests {
             auth: Auth::Required,
             required_roles: Vec::new(),
             upstream: 0,
+            max_body_bytes: 1 << 20,
         }
     }
 

@@ -1,6 +1,12 @@
 //! Sockets: the accept loops of the public and admin listeners, the TLS handshake (with a
-//! timeout: hyper has none), HTTP/1.1 and HTTP/2 through hyper-util's auto builder, and the
-//! graceful drain at shutdown.
+//! timeout: hyper has none), HTTP/1.1 and HTTP/2 through hyper-util's auto builder, config
+//! reloads, and the graceful drain at shutdown.
+//!
+//! What one config makes — the request path ([`Gateway`]), the HTTP settings and the TLS
+//! acceptor — is one immutable [`Snapshot`] behind an `ArcSwap`. A reload builds a new
+//! snapshot and swaps it in: a request runs entirely on the snapshot current when it
+//! started, and the next request on any connection sees the new one. What outlives configs
+//! (revocations, store, limits, metrics, tunnels) is the [`Shared`] state.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,25 +15,31 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 
 use crate::accounts::LoginLimits;
-use crate::admin::{self, Readiness};
-use crate::config::{Config, Server};
-use crate::gateway::Gateway;
-use crate::gateway::{AccountsState, Shared};
+use crate::admin::{self, Admin, Readiness};
+use crate::config::{Config, LoadOptions, Server};
+use crate::gateway::{AccountsState, Gateway, Shared};
+
 use crate::passwords::Passwords;
 use crate::proxy::Peer;
-use crate::revocation::Revocations;
 
 /// Pause after a failed `accept` (EMFILE and the like) so the loop does not spin while
 /// the process is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How often revocations made elsewhere (the command line, another replica) are read from
+/// the store: the contract is "enforced within one second".
+const REVOCATION_POLL: Duration = Duration::from_millis(250);
+/// How often expired revocations, refresh tokens and idle rate-limit buckets are dropped.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The bound sockets `run` serves. Bound by the caller so tests can use port 0 and read
 /// the address back.
@@ -50,11 +62,22 @@ impl Listeners {
 
 type Builder = auto::Builder<TokioExecutor>;
 
-/// How often revocations made elsewhere (the command line, another replica) are read from
-/// the store: the contract is "enforced within one second".
-const REVOCATION_POLL: Duration = Duration::from_millis(250);
-/// How often expired revocations, refresh tokens and idle rate-limit buckets are dropped.
-const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// Everything one config makes for the listener; swapped whole on reload.
+struct Snapshot {
+    gateway: Arc<Gateway>,
+    http: Builder,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Snapshot {
+    fn new(config: Arc<Config>, shared: &Shared) -> Snapshot {
+        Snapshot {
+            http: http_builder(&config.server),
+            tls: config.server.tls.clone().map(TlsAcceptor::from),
+            gateway: Arc::new(Gateway::new(config, shared)),
+        }
+    }
+}
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,15 +94,9 @@ pub enum StartError {
 /// password hasher: the state every later config will share. Also returns the store's
 /// revocation cursor, from which the follower goes on.
 pub async fn open_shared(config: &Config) -> Result<(Shared, i64), StartError> {
-    let revocations = Arc::new(Revocations::new());
+    let mut shared = Shared::without_store();
     let Some(url) = config.store.clone() else {
-        return Ok((
-            Shared {
-                revocations,
-                accounts: None,
-            },
-            0,
-        ));
+        return Ok((shared, 0));
     };
     let (store, loaded, cursor, passwords) = tokio::task::spawn_blocking(move || {
         let store = crate::store::open(&url)?;
@@ -91,96 +108,70 @@ pub async fn open_shared(config: &Config) -> Result<(Shared, i64), StartError> {
     .await
     .map_err(|_| StartError::Task)??;
     for revocation in &loaded {
-        revocations.apply(revocation);
+        shared.revocations.apply(revocation);
     }
-    tracing::info!(revocations = revocations.len(), "store opened");
-    let limits = Arc::new(LoginLimits::new(
-        config.accounts.login_rate_per_ip,
-        config.accounts.login_rate_per_user,
-    ));
-    let accounts = AccountsState {
+    tracing::info!(revocations = shared.revocations.len(), "store opened");
+    shared.accounts = Some(AccountsState {
         store,
         passwords,
-        limits,
-    };
-    Ok((
-        Shared {
-            revocations,
-            accounts: Some(accounts),
-        },
-        cursor,
-    ))
+        limits: Arc::new(LoginLimits::new(
+            config.accounts.login_rate_per_ip,
+            config.accounts.login_rate_per_user,
+        )),
+    });
+    Ok((shared, cursor))
 }
 
-/// Keeps the revocation map in step with the store, and purges what has expired.
-async fn follow_store(config: Arc<Config>, shared: Shared, mut cursor: i64) {
-    let Some(state) = shared.accounts else {
-        return;
-    };
-    let leeway = i64::try_from(config.tokens.leeway.as_secs()).unwrap_or(0);
-    let access_ttl = i64::try_from(config.tokens.access_ttl.as_secs()).unwrap_or(0);
-    let mut poll = tokio::time::interval(REVOCATION_POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_purge = tokio::time::Instant::now();
-    loop {
-        poll.tick().await;
-        let store = state.store.clone();
-        match tokio::task::spawn_blocking(move || store.revocations_since(cursor)).await {
-            Ok(Ok((found, next))) => {
-                for revocation in &found {
-                    shared.revocations.apply(revocation);
-                }
-                cursor = next;
-            }
-            Ok(Err(error)) => tracing::warn!(%error, "cannot read revocations from the store"),
-            Err(_) => tracing::warn!("the revocation reader failed"),
-        }
-        if last_purge.elapsed() >= PURGE_INTERVAL {
-            last_purge = tokio::time::Instant::now();
-            let now = crate::credentials::now_secs();
-            let horizon = now - access_ttl - leeway;
-            shared.revocations.purge_expired(now, leeway, horizon);
-            state.limits.forget_idle();
-            let store = state.store.clone();
-            if let Ok(Err(error)) =
-                tokio::task::spawn_blocking(move || store.purge(now - leeway, horizon)).await
-            {
-                tracing::warn!(%error, "cannot purge the store");
-            }
-        }
-    }
-}
-
-/// Serves until `shutdown` resolves, then stops accepting, lets requests in flight finish
-/// for up to `server.drain_timeout`, and returns.
+/// Serves until `shutdown` resolves, then stops accepting, lets requests in flight (and
+/// WebSocket tunnels) finish for up to `server.drain_timeout`, and returns.
 pub async fn run(
     config: Arc<Config>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let (shared, cursor) = open_shared(&config).await?;
-    let gateway = Arc::new(Gateway::new(config.clone(), &shared));
-    let follower = tokio::spawn(follow_store(config.clone(), shared.clone(), cursor));
-    let readiness = Arc::new(Readiness::default());
-    let builder = Arc::new(http_builder(&config.server));
-    let graceful = GracefulShutdown::new();
-    let tls = config.server.tls.clone().map(TlsAcceptor::from);
-    let handshake_timeout = config.server.tls_handshake_timeout;
+    serve(config, listeners, shutdown, None).await
+}
 
-    let store = shared.accounts.as_ref().map(|a| a.store.clone());
+/// [`run`], and a reload of the config file each time `reloads` receives.
+pub async fn serve(
+    config: Arc<Config>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    reloads: Option<mpsc::Receiver<()>>,
+) -> Result<(), StartError> {
+    raise_descriptor_limit(config.server.max_connections);
+    let (shared, cursor) = open_shared(&config).await?;
+    let current = Arc::new(ArcSwap::from_pointee(Snapshot::new(
+        config.clone(),
+        &shared,
+    )));
+    let follower = tokio::spawn(follow_store(current.clone(), shared.clone(), cursor));
+    let reloader = reloads.map(|rx| tokio::spawn(reload(rx, current.clone(), shared.clone())));
+    let readiness = Arc::new(Readiness::default());
     let admin = listeners.admin.map(|listener| {
-        tokio::spawn(serve_admin(
-            listener,
-            builder.clone(),
-            readiness.clone(),
-            store,
-        ))
+        let state = Arc::new(Admin {
+            readiness: readiness.clone(),
+            store: shared.accounts.as_ref().map(|a| a.store.clone()),
+            metrics: shared.metrics.clone(),
+            revocations: shared.revocations.clone(),
+        });
+        tokio::spawn(serve_admin(listener, state))
     });
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(config.server.max_connections));
     readiness.set(true);
 
     let listener = listeners.public;
     tokio::pin!(shutdown);
     loop {
+        // A connection slot first: at the cap, new connections wait in the accept queue.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         let (stream, addr) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -192,27 +183,29 @@ pub async fn run(
                 }
             },
         };
+        let snapshot = current.load_full();
         let connection = Connection {
-            gateway: gateway.clone(),
-            builder: builder.clone(),
+            current: current.clone(),
             watcher: graceful.watcher(),
         };
-        let tls = tls.clone();
+        let gauge = shared.metrics.connection();
+        let handshake_timeout = snapshot.gateway.config().server.tls_handshake_timeout;
         tokio::spawn(async move {
+            let _held = (permit, gauge);
             let _ = stream.set_nodelay(true);
-            match tls {
+            match snapshot.tls.clone() {
                 None => {
+                    let io = TokioIo::new(stream);
                     connection
-                        .serve(TokioIo::new(stream), Peer::new(addr, false))
-                        .await
+                        .serve(&snapshot, io, Peer::new(addr, false))
+                        .await;
                 }
                 Some(acceptor) => {
                     if let Some(stream) =
                         handshake(&acceptor, stream, addr, handshake_timeout).await
                     {
-                        connection
-                            .serve(TokioIo::new(stream), Peer::new(addr, true))
-                            .await;
+                        let io = TokioIo::new(stream);
+                        connection.serve(&snapshot, io, Peer::new(addr, true)).await;
                     }
                 }
             }
@@ -221,16 +214,22 @@ pub async fn run(
 
     readiness.set(false);
     drop(listener);
-    let drain = config.server.drain_timeout;
+    let drain = current.load().gateway.config().server.drain_timeout;
     tracing::info!(connections = graceful.count(), ?drain, "draining");
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    shared.tasks.close();
+    let drained = tokio::time::timeout(drain, async {
+        graceful.shutdown().await;
+        shared.tasks.wait().await;
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!("drain timeout passed; closing the remaining connections");
     }
     if let Some(admin) = admin {
         admin.abort();
+    }
+    if let Some(reloader) = reloader {
+        reloader.abort();
     }
     follower.abort();
     Ok(())
@@ -243,12 +242,29 @@ fn http_builder(server: &Server) -> Builder {
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(server.max_header_bytes)
+        .max_headers(server.max_headers)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(server.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
     builder
+}
+
+/// Every connection needs a descriptor (two while proxying): take the hard limit when the
+/// soft one is below what `max_connections` needs.
+fn raise_descriptor_limit(max_connections: usize) {
+    let wanted = u64::try_from(max_connections.saturating_mul(2) + 1024).unwrap_or(u64::MAX);
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(got) if got < wanted => tracing::warn!(
+            limit = got,
+            wanted,
+            "the open-file limit is below what max_connections needs"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
+    }
 }
 
 async fn handshake(
@@ -272,37 +288,162 @@ async fn handshake(
 
 /// What one accepted connection needs to serve HTTP.
 struct Connection {
-    gateway: Arc<Gateway>,
-    builder: Arc<Builder>,
+    current: Arc<ArcSwap<Snapshot>>,
     watcher: Watcher,
 }
 
 impl Connection {
-    async fn serve<I>(self, io: I, peer: Peer)
+    /// Serves with the HTTP settings of the snapshot current at accept; each request runs
+    /// on the snapshot current when it arrives.
+    async fn serve<I>(self, snapshot: &Snapshot, io: I, peer: Peer)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let gateway = self.gateway;
+        let current = self.current;
         let addr = peer.addr;
         let peer = Arc::new(peer);
         let service = service_fn(move |req| {
-            let gateway = gateway.clone();
+            let gateway = current.load().gateway.clone();
             let peer = peer.clone();
             async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) }
         });
-        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        let conn = snapshot.http.serve_connection_with_upgrades(io, service);
         if let Err(error) = self.watcher.watch(conn.into_owned()).await {
             tracing::debug!(%addr, %error, "connection ended with an error");
         }
     }
 }
 
-async fn serve_admin(
-    listener: TcpListener,
-    builder: Arc<Builder>,
-    readiness: Arc<Readiness>,
-    store: Option<Arc<dyn crate::store::Store>>,
+/// Reloads the config file at each signal: validated fully, then swapped in whole. A file
+/// that does not load (or changes what only a restart can) leaves the old config serving.
+async fn reload(
+    mut signals: mpsc::Receiver<()>,
+    current: Arc<ArcSwap<Snapshot>>,
+    mut shared: Shared,
 ) {
+    while signals.recv().await.is_some() {
+        let old = current.load_full();
+        let old_config = old.gateway.config();
+        let path = old_config.file.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            Config::load(
+                &path,
+                LoadOptions {
+                    write_generated: true,
+                },
+            )
+        })
+        .await;
+        let config = match loaded {
+            Ok(Ok(config)) => config,
+            Ok(Err(errors)) => {
+                for issue in &errors.0 {
+                    tracing::error!("reload refused: {issue}");
+                }
+                shared.metrics.reload(false);
+                continue;
+            }
+            Err(_) => {
+                tracing::error!("reload failed: the loading task failed");
+                shared.metrics.reload(false);
+                continue;
+            }
+        };
+        if let Err(why) = restart_only(old_config, &config) {
+            tracing::error!(file = %config.file.display(), "reload refused: {why} needs a restart");
+            shared.metrics.reload(false);
+            continue;
+        }
+        if let Some(accounts) = shared.accounts.as_mut()
+            && (config.accounts.login_rate_per_ip != old_config.accounts.login_rate_per_ip
+                || config.accounts.login_rate_per_user != old_config.accounts.login_rate_per_user)
+        {
+            accounts.limits = Arc::new(LoginLimits::new(
+                config.accounts.login_rate_per_ip,
+                config.accounts.login_rate_per_user,
+            ));
+        }
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        current.store(Arc::new(Snapshot::new(Arc::new(config), &shared)));
+        shared.metrics.reload(true);
+        tracing::info!("config reloaded");
+    }
+}
+
+/// What a running process cannot change: its sockets, its store, its runtime, whether it
+/// speaks TLS.
+fn restart_only(old: &Config, new: &Config) -> Result<(), &'static str> {
+    if old.server.listen != new.server.listen {
+        return Err("server.listen");
+    }
+    if old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen) {
+        return Err("admin.listen");
+    }
+    if old.store != new.store {
+        return Err("store.url");
+    }
+    if old.server.tls.is_some() != new.server.tls.is_some() {
+        return Err("turning TLS on or off");
+    }
+    if old.server.worker_threads != new.server.worker_threads {
+        return Err("server.worker_threads");
+    }
+    if old.server.max_connections != new.server.max_connections {
+        return Err("server.max_connections");
+    }
+    Ok(())
+}
+
+/// Keeps the revocation map in step with the store, and purges what has expired.
+async fn follow_store(current: Arc<ArcSwap<Snapshot>>, shared: Shared, mut cursor: i64) {
+    let Some(state) = shared.accounts else {
+        return;
+    };
+    let mut poll = tokio::time::interval(REVOCATION_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_purge = tokio::time::Instant::now();
+    loop {
+        poll.tick().await;
+        let store = state.store.clone();
+        match tokio::task::spawn_blocking(move || store.revocations_since(cursor)).await {
+            Ok(Ok((found, next))) => {
+                for revocation in &found {
+                    shared.revocations.apply(revocation);
+                }
+                cursor = next;
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "cannot read revocations from the store"),
+            Err(_) => tracing::warn!("the revocation reader failed"),
+        }
+        if last_purge.elapsed() >= PURGE_INTERVAL {
+            last_purge = tokio::time::Instant::now();
+            let snapshot = current.load_full();
+            let tokens = &snapshot.gateway.config().tokens;
+            let leeway = i64::try_from(tokens.leeway.as_secs()).unwrap_or(0);
+            let access_ttl = i64::try_from(tokens.access_ttl.as_secs()).unwrap_or(0);
+            let now = crate::credentials::now_secs();
+            let horizon = now - access_ttl - leeway;
+            shared.revocations.purge_expired(now, leeway, horizon);
+            snapshot.gateway.forget_idle_limits();
+            let store = state.store.clone();
+            if let Ok(Err(error)) =
+                tokio::task::spawn_blocking(move || store.purge(now - leeway, horizon)).await
+            {
+                tracing::warn!(%error, "cannot purge the store");
+            }
+        }
+    }
+}
+
+async fn serve_admin(listener: TcpListener, state: Arc<Admin>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let builder = Arc::new(builder);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -313,13 +454,11 @@ async fn serve_admin(
             }
         };
         let builder = builder.clone();
-        let readiness = readiness.clone();
-        let store = store.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let readiness = readiness.clone();
-                let store = store.clone();
-                async move { Ok::<_, Infallible>(admin::handle(&req, &readiness, store).await) }
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(admin::handle(&req, &state).await) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)

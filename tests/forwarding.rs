@@ -108,7 +108,11 @@ async fn a_slow_upstream_is_504_after_its_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5_mib_body_streams_both_ways_intact() {
     let setup = Setup::new(Algorithm::HS256).await;
-    let gw = setup.start().await;
+    // Above the 1 MiB default body limit.
+    let config = setup
+        .standard_config()
+        .replace("[admin]", "max_body_bytes = \"8MiB\"\n\n[admin]");
+    let gw = setup.start_with(&config).await;
     let body: Vec<u8> = (0..5 * MIB).map(|i| (i * 7 % 251) as u8).collect();
     for client in [setup.http1_client(), setup.client()] {
         let resp = client

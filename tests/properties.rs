@@ -388,6 +388,7 @@ fn route(index: usize, path: &str, methods: Option<&[Method]>) -> Route {
         auth: Auth::Required,
         required_roles: vec![],
         upstream: 0,
+        max_body_bytes: 1 << 20,
     }
 }
 
@@ -484,6 +485,7 @@ fn random_routes() -> impl Strategy<Value = Vec<Route>> {
                 auth: Auth::Required,
                 required_roles: vec![],
                 upstream: 0,
+                max_body_bytes: 1 << 20,
             })
             .collect()
     })

@@ -38,6 +38,11 @@ pub(super) struct RawServer {
     pub(super) max_header_bytes: Option<Spanned<String>>,
     pub(super) drain_timeout: Option<Spanned<String>>,
     pub(super) worker_threads: Option<Spanned<usize>>,
+    pub(super) max_headers: Option<Spanned<i64>>,
+    pub(super) max_body_bytes: Option<Spanned<String>>,
+    pub(super) body_idle_timeout: Option<Spanned<String>>,
+    pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) http2_max_concurrent_streams: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +117,7 @@ pub(super) struct RawRoute {
     pub(super) upstream: Spanned<String>,
     pub(super) auth: Option<Spanned<String>>,
     pub(super) require: Option<Spanned<RawRequire>>,
+    pub(super) max_body_bytes: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,6 +332,11 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "max_header_bytes",
             "drain_timeout",
             "worker_threads",
+            "max_headers",
+            "max_body_bytes",
+            "body_idle_timeout",
+            "max_connections",
+            "http2_max_concurrent_streams",
         ],
         ["server", "tls"] => &["cert", "key"],
         ["admin"] => &["listen"],
@@ -344,7 +355,14 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
         ["identity"] => &["user_header", "claim_headers", "forward_authorization"],
         ["dev"] => &["generate_missing"],
         ["upstream"] => &["name", "url", "ca", "connect_timeout", "timeout"],
-        ["route"] => &["path", "methods", "upstream", "auth", "require"],
+        ["route"] => &[
+            "path",
+            "methods",
+            "upstream",
+            "auth",
+            "require",
+            "max_body_bytes",
+        ],
         ["route", "require"] => &["roles"],
         _ => &[],
     }

@@ -357,7 +357,7 @@ fn an_unknown_key_in_a_route_names_the_route_by_index() {
         vec![dir.issue(
             18,
             "route[1].pathh",
-            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`"
+            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`, `max_body_bytes`"
         )]
     );
 }
