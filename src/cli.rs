@@ -26,6 +26,9 @@ pub struct Cli {
         default_value = "gateway.toml"
     )]
     pub config: PathBuf,
+    /// Log lines as JSON (the default when standard error is not a terminal) or text.
+    #[arg(long, global = true, env = "AUTHGATE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -107,16 +110,35 @@ pub enum TokenCommand {
     },
 }
 
-/// Logs go to standard error, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Logs go to standard error, filtered by `RUST_LOG` (default `info`): one JSON object per
+/// line for log collectors, or text for a terminal.
+pub fn init_logging(format: Option<LogFormat>) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal as _;
-    let _ = tracing_subscriber::fmt()
+    let terminal = std::io::stderr().is_terminal();
+    let format = format.unwrap_or(if terminal {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Text => builder.with_ansi(terminal).try_init(),
+    };
 }
 
 pub fn run(command: Command, config_path: &Path) -> ExitCode {

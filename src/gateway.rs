@@ -163,13 +163,13 @@ impl Gateway {
                 }
                 match error.fault() {
                     Fault::Client | Fault::Auth => {
-                        tracing::debug!(request_id = ?request_id, %error, "request refused")
+                        tracing::debug!(request_id = request_id.to_str().unwrap_or("-"), %error, "request refused")
                     }
                     Fault::Upstream => {
-                        tracing::warn!(request_id = ?request_id, error = %error_chain(&error), "upstream failed")
+                        tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), error = %error_chain(&error), "upstream failed")
                     }
                     Fault::Internal => {
-                        tracing::error!(request_id = ?request_id, error = %error_chain(&error), "internal error")
+                        tracing::error!(request_id = request_id.to_str().unwrap_or("-"), error = %error_chain(&error), "internal error")
                     }
                 }
                 error.to_response()
@@ -185,7 +185,7 @@ impl Gateway {
             .request(&label, MethodClass::of(&method), status, elapsed);
         tracing::info!(
             target: "authgate::access",
-            request_id = ?request_id,
+            request_id = request_id.to_str().unwrap_or("-"),
             method = %method,
             path = log.path.as_deref().unwrap_or("-"),
             route = log.route,

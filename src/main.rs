@@ -10,7 +10,7 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    authgate::cli::init_logging();
+    authgate::cli::init_logging(cli.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => match serve(&cli.config) {
             Ok(()) => ExitCode::SUCCESS,
