@@ -573,7 +573,8 @@ pub async fn h2_get(
     (status, version, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// A Python interpreter with Flask, Flask-JWT-Extended and PyJWT: a virtual environment in
+/// A Python interpreter with Flask, Flask-JWT-Extended, PyJWT and kubernetes-validate
+/// (whose `kubernetes-validate` command sits beside it): a virtual environment in
 /// Cargo's target folder, created and filled from PyPI on first use and reused afterwards,
 /// so `cargo test` needs no set-up step of its own.
 pub fn python() -> PathBuf {
@@ -582,7 +583,7 @@ pub fn python() -> PathBuf {
         .get_or_init(|| {
             let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-env");
             let python = venv.join("bin/python3");
-            let ready = venv.join(".installed-v1");
+            let ready = venv.join(".installed-v2");
             if ready.exists() {
                 return python;
             }
@@ -611,6 +612,7 @@ pub fn python() -> PathBuf {
                     "flask==3.*",
                     "flask-jwt-extended==4.*",
                     "pyjwt[crypto]==2.*",
+                    "kubernetes-validate==1.*",
                 ]),
                 "pip install flask flask-jwt-extended pyjwt",
             );
