@@ -51,6 +51,14 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    pub const ALL: [Endpoint; 5] = [
+        Endpoint::Register,
+        Endpoint::Login,
+        Endpoint::Refresh,
+        Endpoint::Logout,
+        Endpoint::Me,
+    ];
+
     /// The metric label of the endpoint.
     pub fn label(self) -> &'static str {
         match self {

@@ -20,7 +20,7 @@ use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::accounts::{Accounts, LoginLimits};
+use crate::accounts::{Accounts, Endpoint, LoginLimits};
 use crate::body::Body;
 use crate::config::Config;
 use crate::credentials;
@@ -78,14 +78,65 @@ pub struct Gateway {
     revocations: Arc<Revocations>,
     accounts: Option<Accounts>,
     metrics: Arc<Metrics>,
-    /// Metric labels by route index, made once per config.
-    route_labels: Vec<Label>,
+    /// Metric labels, made once per config so requests only clone them.
+    labels: Labels,
     request_ids: RequestIds,
 }
 
-/// Metric labels of the requests that match no configured route.
-fn special_label(which: &'static str) -> Label {
-    Label::new(which)
+/// What answered a request, for its metric label.
+#[derive(Debug, Clone, Copy, Default)]
+enum Answered {
+    /// Refused before routing (an ambiguous path, a malformed request).
+    #[default]
+    Invalid,
+    NoRoute,
+    Jwks,
+    Own(Endpoint),
+    Route(usize),
+}
+
+#[derive(Debug)]
+struct Labels {
+    invalid: Label,
+    no_route: Label,
+    jwks: Label,
+    /// By [`Endpoint`], in declaration order.
+    own: Vec<(Endpoint, Label)>,
+    /// By route index.
+    routes: Vec<Label>,
+}
+
+impl Labels {
+    fn new(config: &Config) -> Labels {
+        let mut routes = vec![Label::new("none"); config.routes.iter().count()];
+        for route in config.routes.iter() {
+            routes[route.index] = Label::new(&route.pattern.to_string());
+        }
+        Labels {
+            invalid: Label::new("invalid"),
+            no_route: Label::new("none"),
+            jwks: Label::new("own:jwks"),
+            own: Endpoint::ALL
+                .iter()
+                .map(|e| (*e, Label::new(e.label())))
+                .collect(),
+            routes,
+        }
+    }
+
+    fn of(&self, answered: Answered) -> &Label {
+        match answered {
+            Answered::Invalid => &self.invalid,
+            Answered::NoRoute => &self.no_route,
+            Answered::Jwks => &self.jwks,
+            Answered::Own(endpoint) => self
+                .own
+                .iter()
+                .find(|(e, _)| *e == endpoint)
+                .map_or(&self.invalid, |(_, label)| label),
+            Answered::Route(index) => self.routes.get(index).unwrap_or(&self.no_route),
+        }
+    }
 }
 
 impl Gateway {
@@ -113,14 +164,10 @@ impl Gateway {
                 shared.metrics.clone(),
             )
         });
-        let mut route_labels = vec![special_label("none"); config.routes.iter().count()];
-        for route in config.routes.iter() {
-            route_labels[route.index] = Label::new(&route.pattern.to_string());
-        }
         Gateway {
             proxy: Proxy::new(&config, shared.tasks.clone()),
             metrics: shared.metrics.clone(),
-            route_labels,
+            labels: Labels::new(&config),
             verifier,
             config,
             revocations: shared.revocations.clone(),
@@ -180,9 +227,12 @@ impl Gateway {
             .insert(X_REQUEST_ID.clone(), request_id.clone());
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
-        let label = log.label.unwrap_or_else(|| special_label("invalid"));
-        self.metrics
-            .request(&label, MethodClass::of(&method), status, elapsed);
+        self.metrics.request(
+            self.labels.of(log.answered),
+            MethodClass::of(&method),
+            status,
+            elapsed,
+        );
         tracing::info!(
             target: "authgate::access",
             request_id = request_id.to_str().unwrap_or("-"),
@@ -216,17 +266,17 @@ impl Gateway {
 
         // 2. own endpoints
         if path == JWKS_PATH {
-            log.label = Some(special_label("own:jwks"));
+            log.answered = Answered::Jwks;
             return self.jwks(req.method());
         }
         if let Some(accounts) = &self.accounts
             && let Some(endpoint) = accounts.endpoint(path)
         {
-            log.label = Some(special_label(endpoint.label()));
+            log.answered = Answered::Own(endpoint);
             let ip = self.proxy.client_ip(req.headers(), peer);
             return accounts.handle(endpoint, req, ip, &self.verifier).await;
         }
-        log.label = Some(special_label("none"));
+        log.answered = Answered::NoRoute;
 
         let route = self
             .config
@@ -234,7 +284,7 @@ impl Gateway {
             .match_request(req.method(), path)
             .ok_or(Error::NotFound)?;
         log.route = Some(route.index);
-        log.label = self.route_labels.get(route.index).cloned();
+        log.answered = Answered::Route(route.index);
         log.upstream = Some(self.proxy.upstream_name(route.upstream));
 
         // 3. authenticate
@@ -298,8 +348,8 @@ impl Gateway {
 struct AccessLog<'a> {
     /// Whether the line will be written: what only the log needs is not copied otherwise.
     enabled: bool,
-    /// The metric label of what answered: a route, one of our endpoints, or nothing.
-    label: Option<Label>,
+    /// What answered, for the metric label.
+    answered: Answered,
     path: Option<String>,
     route: Option<usize>,
     user: Option<String>,
