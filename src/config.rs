@@ -52,6 +52,9 @@ pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Grace for in-flight requests at shutdown: under Kubernetes' 30 s default termination
 /// grace period, so the kubelet's SIGKILL never lands first.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Verified tokens remembered: enough for every active user of a busy service at once,
+/// ~1 KiB each.
+pub const DEFAULT_VERIFIED_CACHE: usize = 10_000;
 /// Where the gateway's own endpoints live: Flask-JWT-Extended examples use `/auth`.
 pub const DEFAULT_ACCOUNTS_PREFIX: &str = "/auth";
 /// NIST SP 800-63B asks for at least 8; 10 leaves room for passphrases without pain.
@@ -136,6 +139,8 @@ pub struct Tokens {
     pub leeway: Duration,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Verified access tokens kept (0: none).
+    pub verified_cache: usize,
 }
 
 /// `[accounts]`: the gateway's own endpoints (used when a store is configured).
@@ -847,6 +852,12 @@ impl Ctx<'_> {
             leeway: self.duration(&raw.leeway, "tokens.leeway", DEFAULT_LEEWAY),
             access_ttl: self.duration(&raw.access_ttl, "tokens.access_ttl", DEFAULT_ACCESS_TTL),
             refresh_ttl: self.duration(&raw.refresh_ttl, "tokens.refresh_ttl", DEFAULT_REFRESH_TTL),
+            verified_cache: self.count(
+                &raw.verified_cache,
+                "tokens.verified_cache",
+                DEFAULT_VERIFIED_CACHE,
+                0..=10_000_000,
+            ),
             keys,
         };
         (!tokens.keys.is_empty()).then_some(tokens)

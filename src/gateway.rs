@@ -33,6 +33,7 @@ use crate::proxy::{Forward, Peer, Proxy};
 use crate::revocation::Revocations;
 use crate::routes::{self, Auth, Route};
 use crate::store::Store;
+use crate::token_cache::{Authenticated, TokenCache};
 
 /// Where the public verification keys are published (RFC 8414's well-known JWKS path).
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -80,6 +81,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// Metric labels, made once per config so requests only clone them.
     labels: Labels,
+    /// Verified access tokens of this config (a reload starts an empty one).
+    cache: TokenCache,
     request_ids: RequestIds,
 }
 
@@ -168,6 +171,7 @@ impl Gateway {
             proxy: Proxy::new(&config, shared.tasks.clone()),
             metrics: shared.metrics.clone(),
             labels: Labels::new(&config),
+            cache: TokenCache::new(config.tokens.verified_cache),
             verifier,
             config,
             revocations: shared.revocations.clone(),
@@ -288,26 +292,23 @@ impl Gateway {
         log.upstream = Some(self.proxy.upstream_name(route.upstream));
 
         // 3. authenticate
-        let claims = match route.auth {
+        let authenticated = match route.auth {
             Auth::Public => None,
-            Auth::Required => Some(credentials::authenticate(
-                req.headers(),
-                &self.verifier,
-                &self.revocations,
-            )?),
+            Auth::Required => Some(self.authenticate(req.headers())?),
         };
+        let claims = authenticated.as_deref().map(|a| &a.claims);
         if log.enabled {
-            log.user = claims.as_ref().map(|c| c.sub.clone());
+            log.user = claims.map(|c| c.sub.clone());
         }
 
         // 4. authorize
-        authorize(route, claims.as_ref())?;
+        authorize(route, claims)?;
 
         // 5. forward
         let forward = Forward {
             normalized_path: normalized,
             upstream: route.upstream,
-            claims: claims.as_ref(),
+            identity: authenticated.as_deref().map_or(&[], |a| &a.headers),
             max_body_bytes: route.max_body_bytes,
             peer,
             request_id,
@@ -327,6 +328,36 @@ impl Gateway {
             HeaderValue::from_static("public, max-age=300"),
         );
         Ok(response)
+    }
+
+    /// The request's access token, verified — or found in the verified-token cache, then
+    /// checked again against the clock — and not revoked.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Authenticated>, Error> {
+        let token = credentials::bearer_token(headers)?;
+        let now = credentials::now_secs();
+        let found = match self.cache.get(token) {
+            Some(hit) => {
+                self.metrics.token_cache(true);
+                self.verifier.check_times(&hit.claims, now)?;
+                hit
+            }
+            None => {
+                self.metrics.token_cache(false);
+                let claims = self.verifier.verify_access(token, now)?;
+                let headers = self.proxy.identity_headers(&claims)?;
+                let fresh = Arc::new(Authenticated { claims, headers });
+                self.cache.insert(token, fresh.clone());
+                fresh
+            }
+        };
+        let claims = &found.claims;
+        if self
+            .revocations
+            .is_revoked(claims.jti.as_deref(), &claims.sub, claims.iat)
+        {
+            return Err(crate::jwt::TokenError::Revoked.into());
+        }
+        Ok(found)
     }
 
     /// A trusted proxy's request id is kept, so one id follows a request through every

@@ -393,15 +393,7 @@ impl Verifier {
         if claims.sub.is_empty() || http::HeaderValue::from_str(&claims.sub).is_err() {
             return Err(TokenError::UnforwardableClaim);
         }
-        let exp = claims.exp.ok_or(TokenError::MissingExpiry)?;
-        if exp.saturating_add(self.leeway_secs) <= now {
-            return Err(TokenError::Expired);
-        }
-        if let Some(nbf) = claims.nbf
-            && nbf > now.saturating_add(self.leeway_secs)
-        {
-            return Err(TokenError::NotYetValid);
-        }
+        self.check_times(claims, now)?;
         if claims.iss.as_deref() != Some(self.issuer.as_str()) {
             return Err(TokenError::WrongIssuer);
         }
@@ -411,6 +403,21 @@ impl Verifier {
             .is_some_and(|aud| aud.contains(&self.audience))
         {
             return Err(TokenError::WrongAudience);
+        }
+        Ok(())
+    }
+
+    /// The checks that depend on the clock: `exp` present and not past, `nbf` not in the
+    /// future (leeway applies). Run again on every use of a cached verification.
+    pub fn check_times(&self, claims: &Claims, now: i64) -> Result<(), TokenError> {
+        let exp = claims.exp.ok_or(TokenError::MissingExpiry)?;
+        if exp.saturating_add(self.leeway_secs) <= now {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = claims.nbf
+            && nbf > now.saturating_add(self.leeway_secs)
+        {
+            return Err(TokenError::NotYetValid);
         }
         Ok(())
     }

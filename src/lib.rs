@@ -48,5 +48,6 @@ pub mod routes;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod token_cache;
 
 pub use server::{Listeners, run, serve};

@@ -101,6 +101,7 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamLabels, Counter>,
     logins: Family<ResultLabels, Counter>,
     refresh_reuse: Counter,
+    token_cache: Family<ResultLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     open_connections: Gauge<i64, AtomicI64>,
     revocations: Gauge<i64, AtomicI64>,
@@ -155,6 +156,12 @@ impl Metrics {
             "Spent refresh tokens presented again (their family was revoked)",
             refresh_reuse.clone(),
         );
+        let token_cache = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "token_cache_lookups",
+            "Verified-token cache lookups, by result (hit, miss)",
+            token_cache.clone(),
+        );
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -181,6 +188,7 @@ impl Metrics {
             upstream_errors,
             logins,
             refresh_reuse,
+            token_cache,
             reloads,
             open_connections,
             revocations,
@@ -223,6 +231,13 @@ impl Metrics {
 
     pub fn refresh_reuse(&self) {
         self.refresh_reuse.inc();
+    }
+
+    pub fn token_cache(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.token_cache
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn reload(&self, ok: bool) {

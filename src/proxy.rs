@@ -63,7 +63,8 @@ pub struct Forward<'a> {
     /// own spelling (`None`: the request's path is already canonical and goes as it is).
     pub normalized_path: Option<String>,
     pub upstream: usize,
-    pub claims: Option<&'a Claims>,
+    /// The verified identity headers (none on a public route).
+    pub identity: &'a [(HeaderName, HeaderValue)],
     /// The route's body limit.
     pub max_body_bytes: u64,
     pub peer: &'a Peer,
@@ -258,8 +259,8 @@ impl Proxy {
                 .headers
                 .insert(headers::X_FORWARDED_HOST.clone(), host.clone());
         }
-        if let Some(claims) = fwd.claims {
-            self.set_identity(&mut parts.headers, claims)?;
+        for (name, value) in fwd.identity {
+            parts.headers.insert(name.clone(), value.clone());
         }
         if let Some(protocol) = &upgrade {
             parts
@@ -353,20 +354,25 @@ impl Proxy {
         Ok(response.map(body::stream))
     }
 
-    /// Sets the verified identity. A claim that cannot be a header value refuses the
-    /// request: forwarding it without its identity would be worse.
-    fn set_identity(&self, headers: &mut HeaderMap, claims: &Claims) -> Result<(), Error> {
+    /// The identity headers a verified token makes, built once per token (the verified-token
+    /// cache keeps them). A claim that cannot be a header value refuses the request:
+    /// forwarding it without its identity would be worse.
+    pub fn identity_headers(
+        &self,
+        claims: &Claims,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
         let unforwardable = || Error::InvalidToken(TokenError::UnforwardableClaim);
+        let mut headers = Vec::with_capacity(1 + self.identity.claims.len());
         let user = HeaderValue::from_str(&claims.sub).map_err(|_| unforwardable())?;
-        headers.insert(self.identity.user.clone(), user);
+        headers.push((self.identity.user.clone(), user));
         for (name, claim) in &self.identity.claims {
             // An absent claim, or an empty list, sets no header.
             if let Some(text) = claims.header_text(claim).filter(|t| !t.is_empty()) {
                 let value = HeaderValue::from_str(&text).map_err(|_| unforwardable())?;
-                headers.insert(name.clone(), value);
+                headers.push((name.clone(), value));
             }
         }
-        Ok(())
+        Ok(headers)
     }
 }
 

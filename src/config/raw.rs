@@ -69,6 +69,7 @@ pub(super) struct RawTokens {
     pub(super) access_ttl: Option<Spanned<String>>,
     pub(super) refresh_ttl: Option<Spanned<String>>,
     pub(super) leeway: Option<Spanned<String>>,
+    pub(super) verified_cache: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -351,6 +352,7 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "access_ttl",
             "refresh_ttl",
             "leeway",
+            "verified_cache",
         ],
         ["identity"] => &["user_header", "claim_headers", "forward_authorization"],
         ["dev"] => &["generate_missing"],
