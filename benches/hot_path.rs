@@ -7,7 +7,9 @@ use std::hint::black_box;
 
 use authgate::jwt::{Algorithm, Claims, Key, OneOrMany, Signer, Verifier};
 use authgate::routes::{Auth, PathPattern, Route, RouteTable, normalize};
+use authgate::token_cache::{Authenticated, TokenCache};
 use criterion::{Criterion, criterion_group, criterion_main};
+use std::sync::Arc;
 
 const NOW: i64 = 1_800_000_000;
 
@@ -49,6 +51,22 @@ fn verification(c: &mut Criterion) {
         assert!(verifier.verify_access(&token, NOW).is_ok());
         c.bench_function(&format!("verify_access/{alg:?}"), |b| {
             b.iter(|| verifier.verify_access(black_box(&token), NOW))
+        });
+        // What a repeated token costs instead: a cache lookup and the clock checks.
+        let cache = TokenCache::new(10_000);
+        let claims = verifier.verify_access(&token, NOW).expect("verify");
+        cache.insert(
+            &token,
+            Arc::new(Authenticated {
+                claims,
+                headers: Vec::new(),
+            }),
+        );
+        c.bench_function(&format!("cached/{alg:?}"), |b| {
+            b.iter(|| {
+                let hit = cache.get(black_box(&token)).expect("hit");
+                verifier.check_times(&hit.claims, NOW).map(|()| hit)
+            })
         });
     }
 }
