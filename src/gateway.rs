@@ -48,6 +48,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Work that outlives its request (WebSocket tunnels), awaited by the drain.
     pub tasks: TaskTracker,
+    /// One sequence for the process, so ids stay unique and ordered across reloads.
+    request_ids: Arc<RequestIds>,
 }
 
 impl Shared {
@@ -58,6 +60,7 @@ impl Shared {
             accounts: None,
             metrics: Arc::new(Metrics::new()),
             tasks: TaskTracker::new(),
+            request_ids: Arc::new(RequestIds::new()),
         }
     }
 }
@@ -83,7 +86,7 @@ pub struct Gateway {
     labels: Labels,
     /// Verified access tokens of this config (a reload starts an empty one).
     cache: TokenCache,
-    request_ids: RequestIds,
+    request_ids: Arc<RequestIds>,
 }
 
 /// What answered a request, for its metric label.
@@ -176,7 +179,7 @@ impl Gateway {
             config,
             revocations: shared.revocations.clone(),
             accounts,
-            request_ids: RequestIds::new(),
+            request_ids: shared.request_ids.clone(),
         }
     }
 
@@ -242,7 +245,7 @@ impl Gateway {
             request_id = request_id.to_str().unwrap_or("-"),
             method = %method,
             path = log.path.as_deref().unwrap_or("-"),
-            route = log.route,
+            route = self.labels.of(log.answered).as_str(),
             status,
             user = log.user.as_deref().unwrap_or("-"),
             upstream = log.upstream.unwrap_or("-"),
@@ -259,9 +262,16 @@ impl Gateway {
         log: &mut AccessLog<'a>,
     ) -> Result<Response<Body>, Error> {
         // 1. route
-        let normalized = match routes::normalize(req.uri().path())? {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(path) => Some(path),
+        let normalized = match routes::normalize(req.uri().path()) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(path)) => Some(path),
+            Err(refused) => {
+                if log.enabled {
+                    // The refused spelling itself, bounded, so the log shows what it was.
+                    log.path = Some(req.uri().path().chars().take(256).collect());
+                }
+                return Err(refused.into());
+            }
         };
         let path = normalized.as_deref().unwrap_or(req.uri().path());
         if log.enabled {
@@ -287,7 +297,6 @@ impl Gateway {
             .routes
             .match_request(req.method(), path)
             .ok_or(Error::NotFound)?;
-        log.route = Some(route.index);
         log.answered = Answered::Route(route.index);
         log.upstream = Some(self.proxy.upstream_name(route.upstream));
 
@@ -382,7 +391,6 @@ struct AccessLog<'a> {
     /// What answered, for the metric label.
     answered: Answered,
     path: Option<String>,
-    route: Option<usize>,
     user: Option<String>,
     upstream: Option<&'a str>,
 }

@@ -67,7 +67,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         authgate::serve(
             Arc::new(config),
             listeners,
-            shutdown_signal(),
+            shutdown_signal()?,
             Some(reload_signal()?),
         )
         .await?;
@@ -92,26 +92,24 @@ fn reload_signal() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
 }
 
 /// Resolves at the first SIGTERM or SIGINT. A second signal during the drain exits at once.
-async fn shutdown_signal() {
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for signals; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("shutdown signal received");
-    tokio::spawn(async move {
+    // Registered now, before the store opens: a SIGTERM during start-up is a clean stop.
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(1);
-    });
+        tracing::info!("shutdown signal received");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(1);
+        });
+    })
 }

@@ -26,6 +26,10 @@ impl Label {
     pub fn new(text: &str) -> Label {
         Label(Arc::from(text))
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl EncodeLabelValue for Label {

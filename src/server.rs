@@ -12,17 +12,22 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::accounts::LoginLimits;
 use crate::admin::{self, Admin, Readiness};
@@ -60,23 +65,59 @@ impl Listeners {
     }
 }
 
-type Builder = auto::Builder<TokioExecutor>;
-
 /// Everything one config makes for the listener; swapped whole on reload.
 struct Snapshot {
     gateway: Arc<Gateway>,
-    http: Builder,
+    /// One builder per protocol: the protocol is known before hyper sees a byte (ALPN, or
+    /// a bounded look at the first bytes), so nothing waits on a silent client unbounded.
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
 }
 
 impl Snapshot {
     fn new(config: Arc<Config>, shared: &Shared) -> Snapshot {
+        let (http1, http2) = http_builders(&config.server);
         Snapshot {
-            http: http_builder(&config.server),
+            http1,
+            http2,
             tls: config.server.tls.clone().map(TlsAcceptor::from),
             gateway: Arc::new(Gateway::new(config, shared)),
         }
     }
+}
+
+/// The HTTP version of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// What every HTTP/2 connection opens with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The protocol of a plain-text connection, from its first bytes: the HTTP/2 preface, or
+/// anything else (HTTP/1). `None` when the client closes or stays silent past `limit`.
+async fn sniff_protocol(stream: &TcpStream, limit: Duration) -> Option<Protocol> {
+    let look = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(Protocol::Http1);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(Protocol::Http2);
+            }
+            // A prefix of the preface: wait for more (rare, so a short sleep will do).
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(limit, look).await.ok().flatten()
 }
 
 /// Why the gateway could not start.
@@ -157,7 +198,9 @@ pub async fn serve(
         });
         tokio::spawn(serve_admin(listener, state))
     });
-    let graceful = GracefulShutdown::new();
+    // Cancelled at shutdown: every connection then finishes its requests and closes.
+    let stop = CancellationToken::new();
+    let open = TaskTracker::new();
     let connections = Arc::new(Semaphore::new(config.server.max_connections));
     readiness.set(true);
 
@@ -186,26 +229,36 @@ pub async fn serve(
         let snapshot = current.load_full();
         let connection = Connection {
             current: current.clone(),
-            watcher: graceful.watcher(),
+            stop: stop.clone(),
         };
         let gauge = shared.metrics.connection();
         let handshake_timeout = snapshot.gateway.config().server.tls_handshake_timeout;
-        tokio::spawn(async move {
+        let head_timeout = snapshot.gateway.config().server.header_read_timeout;
+        open.spawn(async move {
             let _held = (permit, gauge);
             let _ = stream.set_nodelay(true);
             match snapshot.tls.clone() {
                 None => {
-                    let io = TokioIo::new(stream);
+                    let Some(protocol) = sniff_protocol(&stream, head_timeout).await else {
+                        return;
+                    };
+                    let io = TokioIo::new(Deadline::new(stream, protocol, head_timeout));
                     connection
-                        .serve(&snapshot, io, Peer::new(addr, false))
+                        .serve(&snapshot, protocol, io, Peer::new(addr, false))
                         .await;
                 }
                 Some(acceptor) => {
                     if let Some(stream) =
                         handshake(&acceptor, stream, addr, handshake_timeout).await
                     {
-                        let io = TokioIo::new(stream);
-                        connection.serve(&snapshot, io, Peer::new(addr, true)).await;
+                        let protocol = match stream.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => Protocol::Http2,
+                            _ => Protocol::Http1,
+                        };
+                        let io = TokioIo::new(Deadline::new(stream, protocol, head_timeout));
+                        connection
+                            .serve(&snapshot, protocol, io, Peer::new(addr, true))
+                            .await;
                     }
                 }
             }
@@ -215,10 +268,12 @@ pub async fn serve(
     readiness.set(false);
     drop(listener);
     let drain = current.load().gateway.config().server.drain_timeout;
-    tracing::info!(connections = graceful.count(), ?drain, "draining");
+    tracing::info!(connections = open.len(), ?drain, "draining");
+    stop.cancel();
+    open.close();
     shared.tasks.close();
     let drained = tokio::time::timeout(drain, async {
-        graceful.shutdown().await;
+        open.wait().await;
         shared.tasks.wait().await;
     })
     .await;
@@ -235,21 +290,18 @@ pub async fn serve(
     Ok(())
 }
 
-fn http_builder(server: &Server) -> Builder {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+fn http_builders(server: &Server) -> (http1::Builder, http2::Builder<TokioExecutor>) {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(server.max_header_bytes)
+        .max_header_size(server.max_header_bytes)
         .max_headers(server.max_headers)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_concurrent_streams(server.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
-    builder
+    (h1, h2)
 }
 
 /// Every connection needs a descriptor (two while proxying): take the hard limit when the
@@ -289,13 +341,14 @@ async fn handshake(
 /// What one accepted connection needs to serve HTTP.
 struct Connection {
     current: Arc<ArcSwap<Snapshot>>,
-    watcher: Watcher,
+    /// Cancelled at shutdown: finish the requests in flight, then close.
+    stop: CancellationToken,
 }
 
 impl Connection {
     /// Serves with the HTTP settings of the snapshot current at accept; each request runs
     /// on the snapshot current when it arrives.
-    async fn serve<I>(self, snapshot: &Snapshot, io: I, peer: Peer)
+    async fn serve<I>(self, snapshot: &Snapshot, protocol: Protocol, io: I, peer: Peer)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
@@ -307,10 +360,112 @@ impl Connection {
             let peer = peer.clone();
             async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) }
         });
-        let conn = snapshot.http.serve_connection_with_upgrades(io, service);
-        if let Err(error) = self.watcher.watch(conn.into_owned()).await {
+        let result = match protocol {
+            Protocol::Http1 => {
+                let conn = snapshot.http1.serve_connection(io, service).with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    result = conn.as_mut() => result,
+                    () = self.stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
+            }
+            Protocol::Http2 => {
+                let conn = snapshot.http2.serve_connection(io, service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    result = conn.as_mut() => result,
+                    () = self.stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
+            }
+        };
+        if let Err(error) = result {
             tracing::debug!(%addr, %error, "connection ended with an error");
         }
+    }
+}
+
+/// A connection's stream with a deadline on its opening bytes. HTTP/1 needs none:
+/// hyper's header timer runs from the connection's first moment. HTTP/2 gets one on its
+/// 24-byte preface, which hyper would otherwise wait for forever.
+struct Deadline<S> {
+    inner: S,
+    /// Bytes still expected before the deadline, and the deadline; `None` once met.
+    pending: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl<S> Deadline<S> {
+    fn new(inner: S, protocol: Protocol, limit: Duration) -> Deadline<S> {
+        let pending = (protocol == Protocol::Http2)
+            .then(|| (H2_PREFACE.len(), Box::pin(tokio::time::sleep(limit))));
+        Deadline { inner, pending }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Deadline<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let Some((needed, timer)) = this.pending.as_mut() else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                *needed = needed.saturating_sub(read);
+                if *needed == 0 || read == 0 {
+                    this.pending = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client did not open the connection in time",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Deadline<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 }
 
