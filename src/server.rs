@@ -304,10 +304,10 @@ fn http_builders(server: &Server) -> (http1::Builder, http2::Builder<TokioExecut
     (h1, h2)
 }
 
-/// Every connection needs a descriptor (two while proxying): take the hard limit when the
-/// soft one is below what `max_connections` needs.
+/// Every client connection needs a descriptor (upstream connections are pooled, and far
+/// fewer): take the hard limit when the soft one is below what `max_connections` needs.
 fn raise_descriptor_limit(max_connections: usize) {
-    let wanted = u64::try_from(max_connections.saturating_mul(2) + 1024).unwrap_or(u64::MAX);
+    let wanted = u64::try_from(max_connections.saturating_add(1024)).unwrap_or(u64::MAX);
     match rlimit::increase_nofile_limit(wanted) {
         Ok(got) if got < wanted => tracing::warn!(
             limit = got,
