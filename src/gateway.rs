@@ -25,6 +25,7 @@ use crate::body::Body;
 use crate::config::Config;
 use crate::credentials;
 use crate::error::{Error, Fault};
+use crate::framing::ConflictingFraming;
 use crate::headers::X_REQUEST_ID;
 use crate::jwt::{Claims, Verifier};
 use crate::metrics::{Label, MethodClass, Metrics};
@@ -262,6 +263,11 @@ impl Gateway {
         log: &mut AccessLog<'a>,
     ) -> Result<Response<Body>, Error> {
         // 1. route
+        if req.extensions().get::<ConflictingFraming>().is_some() {
+            return Err(Error::BadRequest(
+                "the request has both Content-Length and Transfer-Encoding",
+            ));
+        }
         let normalized = match routes::normalize(req.uri().path()) {
             Ok(Cow::Borrowed(_)) => None,
             Ok(Cow::Owned(path)) => Some(path),

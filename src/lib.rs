@@ -37,6 +37,7 @@ pub mod config;
 pub mod credentials;
 pub mod echo;
 pub mod error;
+pub mod framing;
 pub mod gateway;
 pub mod headers;
 pub mod jwt;

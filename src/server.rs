@@ -18,6 +18,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::accounts::LoginLimits;
 use crate::admin::{self, Admin, Readiness};
 use crate::config::{Config, LoadOptions, Server};
+use crate::framing;
 use crate::gateway::{AccountsState, Gateway, Shared};
 
 use crate::passwords::Passwords;
@@ -242,9 +245,8 @@ pub async fn serve(
                     let Some(protocol) = sniff_protocol(&stream, head_timeout).await else {
                         return;
                     };
-                    let io = TokioIo::new(Deadline::new(stream, protocol, head_timeout));
                     connection
-                        .serve(&snapshot, protocol, io, Peer::new(addr, false))
+                        .serve(&snapshot, protocol, stream, Peer::new(addr, false))
                         .await;
                 }
                 Some(acceptor) => {
@@ -255,9 +257,8 @@ pub async fn serve(
                             Some(b"h2") => Protocol::Http2,
                             _ => Protocol::Http1,
                         };
-                        let io = TokioIo::new(Deadline::new(stream, protocol, head_timeout));
                         connection
-                            .serve(&snapshot, protocol, io, Peer::new(addr, true))
+                            .serve(&snapshot, protocol, stream, Peer::new(addr, true))
                             .await;
                     }
                 }
@@ -348,20 +349,28 @@ struct Connection {
 impl Connection {
     /// Serves with the HTTP settings of the snapshot current at accept; each request runs
     /// on the snapshot current when it arrives.
-    async fn serve<I>(self, snapshot: &Snapshot, protocol: Protocol, io: I, peer: Peer)
+    async fn serve<S>(self, snapshot: &Snapshot, protocol: Protocol, stream: S, peer: Peer)
     where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let current = self.current;
         let addr = peer.addr;
         let peer = Arc::new(peer);
-        let service = service_fn(move |req| {
+        // HTTP/1 requests are numbered as they arrive, to match the framing scanner's flags.
+        let flags = Arc::new(framing::Flags::default());
+        let numbered = (protocol == Protocol::Http1).then(|| flags.clone());
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            if numbered.as_ref().is_some_and(|f| f.next_is_conflicting()) {
+                req.extensions_mut().insert(framing::ConflictingFraming);
+            }
             let gateway = current.load().gateway.clone();
             let peer = peer.clone();
             async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) }
         });
+        let head_timeout = snapshot.gateway.config().server.header_read_timeout;
         let result = match protocol {
             Protocol::Http1 => {
+                let io = TokioIo::new(framing::Watched::new(stream, flags));
                 let conn = snapshot.http1.serve_connection(io, service).with_upgrades();
                 tokio::pin!(conn);
                 tokio::select! {
@@ -373,6 +382,7 @@ impl Connection {
                 }
             }
             Protocol::Http2 => {
+                let io = TokioIo::new(Deadline::new(stream, head_timeout));
                 let conn = snapshot.http2.serve_connection(io, service);
                 tokio::pin!(conn);
                 tokio::select! {
@@ -390,9 +400,9 @@ impl Connection {
     }
 }
 
-/// A connection's stream with a deadline on its opening bytes. HTTP/1 needs none:
-/// hyper's header timer runs from the connection's first moment. HTTP/2 gets one on its
-/// 24-byte preface, which hyper would otherwise wait for forever.
+/// An HTTP/2 connection's stream with a deadline on its 24-byte preface, which hyper would
+/// otherwise wait for forever. (HTTP/1 needs none: hyper's header timer runs from the
+/// connection's first moment.)
 struct Deadline<S> {
     inner: S,
     /// Bytes still expected before the deadline, and the deadline; `None` once met.
@@ -400,10 +410,11 @@ struct Deadline<S> {
 }
 
 impl<S> Deadline<S> {
-    fn new(inner: S, protocol: Protocol, limit: Duration) -> Deadline<S> {
-        let pending = (protocol == Protocol::Http2)
-            .then(|| (H2_PREFACE.len(), Box::pin(tokio::time::sleep(limit))));
-        Deadline { inner, pending }
+    fn new(inner: S, limit: Duration) -> Deadline<S> {
+        Deadline {
+            inner,
+            pending: Some((H2_PREFACE.len(), Box::pin(tokio::time::sleep(limit)))),
+        }
     }
 }
 

@@ -1,0 +1,384 @@
+//! Request framing as the wire shows it, for HTTP/1 connections: finds requests that carry
+//! both `Content-Length` and `Transfer-Encoding`.
+//!
+//! hyper reads such a request by `Transfer-Encoding` alone and drops `Content-Length` before
+//! the handler sees it (RFC 9112 §6.1 allows that), so the conflict, the mark of a request
+//! smuggling attempt, is invisible above the connection. This scanner watches the bytes
+//! hyper reads, follows the message framing (heads, fixed and chunked bodies), and flags
+//! each conflicting request by its position on the connection; the server marks that
+//! request, and the gateway answers it 400 without forwarding it.
+//!
+//! It fails open: anything it cannot follow (an upgrade, a malformed head, a huge head)
+//! stops the scanning for the rest of the connection, leaving hyper's own handling, which
+//! is safe in itself (one framing upstream, the connection closed after the response).
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Marks a request whose head had both `Content-Length` and `Transfer-Encoding`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConflictingFraming;
+
+/// Heads bigger than this are not followed (hyper answers 431 to them anyway).
+const MAX_HEAD: usize = 64 * 1024;
+/// Header lines parsed per head; more stops the scanning (hyper refuses them anyway).
+const MAX_HEADERS: usize = 256;
+
+/// Which requests of one connection are flagged, shared by the scanner (which sees the
+/// bytes first) and the service (which numbers the requests as hyper hands them over).
+#[derive(Debug, Default)]
+pub struct Flags {
+    flagged: Mutex<VecDeque<u64>>,
+    served: AtomicU64,
+}
+
+impl Flags {
+    /// Numbers the next request the service receives; true if its head was flagged.
+    pub fn next_is_conflicting(&self) -> bool {
+        let index = self.served.fetch_add(1, Ordering::Relaxed);
+        let mut flagged = self.flagged.lock().unwrap_or_else(|p| p.into_inner());
+        while flagged.front().is_some_and(|f| *f < index) {
+            flagged.pop_front();
+        }
+        if flagged.front() == Some(&index) {
+            flagged.pop_front();
+            return true;
+        }
+        false
+    }
+
+    fn flag(&self, index: u64) {
+        self.flagged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(index);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Collecting a request head.
+    Head,
+    /// Inside a body of known length: bytes left.
+    Fixed(u64),
+    /// At a chunk-size line (collected in `line`).
+    ChunkSize,
+    /// Inside a chunk: bytes left, then its CRLF.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data: bytes of it left.
+    ChunkEnd(u8),
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+    /// Not following any more.
+    Stopped,
+}
+
+/// The framing follower of one connection.
+#[derive(Debug)]
+pub struct Scanner {
+    state: State,
+    /// The head, or the current chunk-size or trailer line, so far.
+    line: Vec<u8>,
+    /// Heads seen: the index of the next one.
+    heads: u64,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner {
+            state: State::Head,
+            line: Vec::new(),
+            heads: 0,
+        }
+    }
+}
+
+impl Scanner {
+    /// Follows `bytes`, flagging conflicting heads in `flags`.
+    pub fn feed(&mut self, mut bytes: &[u8], flags: &Flags) {
+        while !bytes.is_empty() {
+            match self.state {
+                State::Stopped => return,
+                State::Head => {
+                    if self.line.is_empty() {
+                        // Empty lines before a request line are ignored (RFC 9112 §2.2).
+                        let skip = bytes
+                            .iter()
+                            .take_while(|b| matches!(b, b'\r' | b'\n'))
+                            .count();
+                        bytes = &bytes[skip..];
+                        if bytes.is_empty() {
+                            return;
+                        }
+                    }
+                    let start = self.line.len().saturating_sub(3);
+                    let take = bytes
+                        .len()
+                        .min(MAX_HEAD + 1 - self.line.len().min(MAX_HEAD));
+                    self.line.extend_from_slice(&bytes[..take]);
+                    match find(&self.line[start..], b"\r\n\r\n") {
+                        Some(at) => {
+                            let end = start + at + 4;
+                            let rest = self.line.split_off(end);
+                            let consumed = take - rest.len();
+                            self.end_of_head(flags);
+                            self.line.clear();
+                            bytes = &bytes[consumed..];
+                        }
+                        None if self.line.len() > MAX_HEAD => self.stop(),
+                        None => return,
+                    }
+                }
+                State::Fixed(left) => {
+                    let n = (bytes.len() as u64).min(left);
+                    bytes = &bytes[n as usize..];
+                    self.state = if n == left {
+                        State::Head
+                    } else {
+                        State::Fixed(left - n)
+                    };
+                }
+                State::ChunkSize | State::Trailers => {
+                    let Some(at) = bytes.iter().position(|b| *b == b'\n') else {
+                        self.line.extend_from_slice(bytes);
+                        if self.line.len() > MAX_HEAD {
+                            self.stop();
+                        }
+                        return;
+                    };
+                    self.line.extend_from_slice(&bytes[..=at]);
+                    bytes = &bytes[at + 1..];
+                    let line = std::mem::take(&mut self.line);
+                    if self.state == State::Trailers {
+                        if line == b"\r\n" || line == b"\n" {
+                            self.state = State::Head;
+                        }
+                        continue;
+                    }
+                    match chunk_size(&line) {
+                        Some(0) => self.state = State::Trailers,
+                        Some(size) => self.state = State::ChunkData(size),
+                        None => self.stop(),
+                    }
+                }
+                State::ChunkData(left) => {
+                    let n = (bytes.len() as u64).min(left);
+                    bytes = &bytes[n as usize..];
+                    self.state = if n == left {
+                        State::ChunkEnd(2)
+                    } else {
+                        State::ChunkData(left - n)
+                    };
+                }
+                State::ChunkEnd(left) => {
+                    let n = bytes.len().min(usize::from(left));
+                    bytes = &bytes[n..];
+                    // `n` is at most 2, so the conversion cannot truncate.
+                    let left = left - n as u8;
+                    self.state = if left == 0 {
+                        State::ChunkSize
+                    } else {
+                        State::ChunkEnd(left)
+                    };
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.state = State::Stopped;
+        self.line = Vec::new();
+    }
+
+    /// A whole head is in `self.line`: flag it if it conflicts, and follow its body.
+    fn end_of_head(&mut self, flags: &Flags) {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        if !matches!(request.parse(&self.line), Ok(httparse::Status::Complete(_))) {
+            return self.stop();
+        }
+        let index = self.heads;
+        self.heads += 1;
+        let mut length: Option<u64> = None;
+        let mut chunked = None;
+        let mut upgrade = request.method == Some("CONNECT");
+        for header in request.headers.iter() {
+            if header.name.eq_ignore_ascii_case("content-length") {
+                match std::str::from_utf8(header.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                {
+                    Some(n) => length = Some(n),
+                    None => return self.stop(),
+                }
+            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                let value = String::from_utf8_lossy(header.value).to_ascii_lowercase();
+                chunked = Some(value.trim_end().ends_with("chunked"));
+            } else if header.name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            }
+        }
+        if length.is_some() && chunked.is_some() {
+            flags.flag(index);
+        }
+        self.state = match (chunked, length) {
+            // What comes after an upgrade is not HTTP; a non-chunked coding is refused.
+            _ if upgrade => State::Stopped,
+            (Some(true), _) => State::ChunkSize,
+            (Some(false), _) => State::Stopped,
+            (None, Some(0) | None) => State::Head,
+            (None, Some(n)) => State::Fixed(n),
+        };
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The size of a chunk-size line (`1a;ext=x\r\n`).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let digits = line.split(|b| *b == b';').next()?;
+    let digits = std::str::from_utf8(digits).ok()?.trim();
+    u64::from_str_radix(digits, 16).ok()
+}
+
+/// A connection's stream, followed by a [`Scanner`] as hyper reads it.
+#[derive(Debug)]
+pub struct Watched<S> {
+    inner: S,
+    scanner: Scanner,
+    flags: std::sync::Arc<Flags>,
+}
+
+impl<S> Watched<S> {
+    pub fn new(inner: S, flags: std::sync::Arc<Flags>) -> Watched<S> {
+        Watched {
+            inner,
+            scanner: Scanner::default(),
+            flags,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            this.scanner.feed(&buf.filled()[before..], &this.flags);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `wire` in pieces of `step` bytes; the indices of the flagged heads.
+    fn flagged(wire: &[u8], step: usize) -> (Vec<u64>, u64) {
+        let flags = Flags::default();
+        let mut scanner = Scanner::default();
+        for piece in wire.chunks(step) {
+            scanner.feed(piece, &flags);
+        }
+        let found = flags
+            .flagged
+            .lock()
+            .expect("lock")
+            .iter()
+            .copied()
+            .collect();
+        (found, scanner.heads)
+    }
+
+    const PLAIN: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    const FIXED: &[u8] = b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const CHUNKED: &[u8] =
+        b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nTrailer: 1\r\n\r\n";
+    const BOTH: &[u8] =
+        b"POST /d HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    const BOTH_TE_FIRST: &[u8] =
+        b"POST /e HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 40\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+
+    #[test]
+    fn flags_exactly_the_conflicting_heads_whatever_the_piece_size() {
+        let mut wire = Vec::new();
+        for part in [PLAIN, FIXED, BOTH, CHUNKED, BOTH_TE_FIRST, PLAIN] {
+            wire.extend_from_slice(part);
+        }
+        for step in [1, 2, 3, 5, 7, 13, 64, wire.len()] {
+            assert_eq!(flagged(&wire, step), (vec![2, 4], 6), "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_body_that_looks_like_a_head_is_skipped() {
+        // FIXED's body spells a conflicting header: it is body, not head.
+        let mut wire = FIXED.to_vec();
+        wire.extend_from_slice(PLAIN);
+        assert_eq!(flagged(&wire, 4), (vec![], 2));
+    }
+
+    #[test]
+    fn upgrades_and_garbage_stop_the_scanning() {
+        let mut wire =
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n".to_vec();
+        wire.extend_from_slice(BOTH);
+        assert_eq!(flagged(&wire, 3), (vec![], 1));
+        assert_eq!(flagged(b"\x00\x01garbage\r\n\r\n", 1).0, Vec::<u64>::new());
+    }
+
+    #[test]
+    fn the_service_side_numbers_requests_in_order() {
+        let flags = Flags::default();
+        flags.flag(1);
+        flags.flag(3);
+        let seen: Vec<bool> = (0..5).map(|_| flags.next_is_conflicting()).collect();
+        assert_eq!(seen, vec![false, true, false, true, false]);
+    }
+}
