@@ -16,7 +16,9 @@ use http_body::{Frame, SizeHint};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 
-pub type Body = Either<Incoming, Either<Full<Bytes>, Empty<Bytes>>>;
+pub use crate::proxy::UpstreamBody;
+
+pub type Body = Either<UpstreamBody, Either<Full<Bytes>, Empty<Bytes>>>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Either::Right(Either::Left(Full::new(bytes.into())))
@@ -26,8 +28,8 @@ pub fn empty() -> Body {
     Either::Right(Either::Right(Empty::new()))
 }
 
-pub fn stream(incoming: Incoming) -> Body {
-    Either::Left(incoming)
+pub fn stream(upstream: UpstreamBody) -> Body {
+    Either::Left(upstream)
 }
 
 /// Why a request body stopped.

@@ -56,13 +56,13 @@ pub enum Error {
     UpstreamUnreachable {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("upstream {upstream} failed before answering")]
     UpstreamFailed {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
     #[error("upstream {upstream} did not answer in time")]
     UpstreamTimeout { upstream: String },

@@ -12,7 +12,10 @@
 //! Steps 1 and 2 also run on public routes: the upstream must be able to trust that an
 //! identity header always comes from the gateway.
 
+mod pool;
+
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -20,9 +23,8 @@ use http::{Request, Response, StatusCode, Uri, Version, uri};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tokio_util::task::TaskTracker;
 
@@ -32,8 +34,8 @@ use crate::echo;
 use crate::error::Error;
 use crate::headers;
 use crate::jwt::{Claims, TokenError};
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+pub use pool::UpstreamBody;
+use pool::{Pool, SendError};
 
 /// Where a request came from, as the accepting socket saw it. Built once per connection.
 #[derive(Debug, Clone)]
@@ -96,11 +98,7 @@ struct UpstreamClient {
 )]
 enum UpstreamKind {
     Echo,
-    Http {
-        scheme: uri::Scheme,
-        authority: uri::Authority,
-        client: HttpClient,
-    },
+    Http { pool: Arc<Pool> },
 }
 
 #[derive(Debug)]
@@ -127,9 +125,15 @@ impl Proxy {
                         authority,
                         tls,
                     } => UpstreamKind::Http {
-                        scheme: scheme.clone(),
-                        authority: authority.clone(),
-                        client: http_client(tls.as_deref(), up.connect_timeout),
+                        pool: Arc::new(Pool::new(
+                            connector(tls.as_deref(), up.connect_timeout),
+                            Uri::builder()
+                                .scheme(scheme.clone())
+                                .authority(authority.clone())
+                                .path_and_query("/")
+                                .build()
+                                .expect("a validated scheme and authority make a URI"),
+                        )),
                     },
                 },
             })
@@ -224,8 +228,6 @@ impl Proxy {
         if incoming.size_hint().lower() > fwd.max_body_bytes {
             return Err(Error::PayloadTooLarge);
         }
-        // Only a request that has no body and may be repeated is retried (once).
-        let retry = is_idempotent(&parts.method) && incoming.is_end_stream();
         let body = RequestBody::new(incoming, fwd.max_body_bytes, self.body_idle_timeout);
 
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -286,72 +288,48 @@ impl Proxy {
             .map_err(|_| unforwardable())?,
         };
 
-        let (scheme, authority, client) = match &upstream.kind {
+        let pool = match &upstream.kind {
             UpstreamKind::Echo => {
                 parts.uri = Uri::from(path_and_query);
                 return echo::respond(Request::from_parts(parts, body))
                     .await
                     .map_err(body_error);
             }
-            UpstreamKind::Http {
-                scheme,
-                authority,
-                client,
-            } => (scheme, authority, client),
+            UpstreamKind::Http { pool } => pool,
         };
-        parts.uri = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| unforwardable())?;
-        if parts.headers.get(header::HOST).is_none() {
-            // hyper would set the upstream's authority; keep the client's view instead.
-            if let Some(host) = host {
-                parts.headers.insert(header::HOST, host);
-            }
+        // Origin form, as HTTP/1.1 sends it; the pool adds the authority for HTTP/2.
+        parts.uri = Uri::from(path_and_query);
+        if let Some(host) = host
+            && !parts.headers.contains_key(header::HOST)
+        {
+            // For HTTP/2 clients: their `:authority`, as HTTP/1.1 upstreams expect in Host.
+            parts.headers.insert(header::HOST, host);
         }
 
-        let again = retry.then(|| {
-            let mut copy = Request::new(());
-            *copy.method_mut() = parts.method.clone();
-            *copy.uri_mut() = parts.uri.clone();
-            *copy.version_mut() = parts.version;
-            *copy.headers_mut() = parts.headers.clone();
-            copy
-        });
-        let deadline = tokio::time::Instant::now() + upstream.timeout;
-        let first = client.request(Request::from_parts(parts, body));
-        let attempt = tokio::time::timeout_at(deadline, first).await;
-        let response = match (attempt, again) {
-            (Ok(Err(source)), Some(again)) if !has_body_error(&source) => {
-                tracing::debug!(upstream = %upstream.name, error = %source, "retrying once");
-                let second = client.request(again.map(|()| RequestBody::empty()));
-                tokio::time::timeout_at(deadline, second).await
-            }
-            (attempt, _) => attempt,
-        };
-        let mut response = match response {
+        let sent = pool.send(Request::from_parts(parts, body));
+        let (mut response, lease) = match tokio::time::timeout(upstream.timeout, sent).await {
             Err(_) => {
                 return Err(Error::UpstreamTimeout {
                     upstream: upstream.name.clone(),
                 });
             }
-            Ok(Err(source)) => return Err(upstream_error(&upstream.name, source)),
-            Ok(Ok(response)) => response,
+            Ok(Err(failure)) => return Err(upstream_error(&upstream.name, failure)),
+            Ok(Ok(answer)) => answer,
         };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
+            // The connection becomes the tunnel: it does not go back to the pool.
+            drop(lease);
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             self.tasks.spawn(tunnel(client_upgrade, upstream_upgrade));
-            return Ok(response.map(body::stream));
+            return Ok(response.map(|b| body::stream(UpstreamBody::new(b, None))));
         }
         for name in hop_by_hop(response.headers()) {
             response.headers_mut().remove(name);
         }
-        Ok(response.map(body::stream))
+        Ok(response.map(|b| body::stream(UpstreamBody::new(b, lease))))
     }
 
     /// The identity headers a verified token makes, built once per token (the verified-token
@@ -376,7 +354,12 @@ impl Proxy {
     }
 }
 
-fn http_client(tls: Option<&rustls::ClientConfig>, connect_timeout: Duration) -> HttpClient {
+/// The connector of one upstream: TCP with its connect timeout, TLS for https (offering
+/// HTTP/2 and HTTP/1.1 by ALPN).
+fn connector(
+    tls: Option<&rustls::ClientConfig>,
+    connect_timeout: Duration,
+) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -384,16 +367,12 @@ fn http_client(tls: Option<&rustls::ClientConfig>, connect_timeout: Duration) ->
     let tls = tls
         .cloned()
         .unwrap_or_else(crate::tls::client_config_without_roots);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .build(connector)
+        .wrap_connector(http)
 }
 
 /// The `Upgrade` value of an HTTP/1.1 WebSocket handshake, if this is one.
@@ -413,19 +392,6 @@ fn websocket_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
         .then(|| upgrade.clone())
 }
 
-/// Methods a client may send twice with the effect of once (RFC 9110 §9.2.2).
-fn is_idempotent(method: &http::Method) -> bool {
-    matches!(
-        *method,
-        http::Method::GET
-            | http::Method::HEAD
-            | http::Method::OPTIONS
-            | http::Method::PUT
-            | http::Method::DELETE
-            | http::Method::TRACE
-    )
-}
-
 /// The client's own body failure inside an upstream error, if that is what it was.
 fn find_body_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
@@ -438,10 +404,6 @@ fn find_body_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&
     None
 }
 
-fn has_body_error(error: &hyper_util::client::legacy::Error) -> bool {
-    find_body_error(error).is_some()
-}
-
 fn body_error(error: BodyError) -> Error {
     match error {
         BodyError::TooLarge => Error::PayloadTooLarge,
@@ -451,24 +413,23 @@ fn body_error(error: BodyError) -> Error {
 }
 
 /// What an upstream failure was: the client's body (its fault), or the upstream's.
-fn upstream_error(upstream: &str, source: hyper_util::client::legacy::Error) -> Error {
-    if let Some(body) = find_body_error(&source) {
+fn upstream_error(upstream: &str, failure: SendError) -> Error {
+    if let Some(body) = find_body_error(&failure) {
         return match body {
             BodyError::TooLarge => Error::PayloadTooLarge,
             BodyError::Idle => Error::RequestTimeout,
             BodyError::Client(_) => Error::BadRequest("the request body could not be read"),
         };
     }
-    if source.is_connect() {
-        Error::UpstreamUnreachable {
+    match failure {
+        SendError::Connect(source) => Error::UpstreamUnreachable {
             upstream: upstream.to_owned(),
             source,
-        }
-    } else {
-        Error::UpstreamFailed {
+        },
+        SendError::Failed(source) => Error::UpstreamFailed {
             upstream: upstream.to_owned(),
             source,
-        }
+        },
     }
 }
 

@@ -1,0 +1,275 @@
+//! One upstream's connections: a small pool over hyper's connection API.
+//!
+//! HTTP/1.1 connections wait in a last-in-first-out stack, so the warmest one is reused
+//! and the coldest expire; a connection goes back to the stack when its response body has
+//! been read to the end (a body dropped half-read takes its connection with it). An https
+//! upstream that offers HTTP/2 by ALPN gets one shared, multiplexed connection.
+//!
+//! A request is tried a second time only when it was never sent: when connecting failed,
+//! or when the pooled connection turned out closed before it took the request (hyper hands
+//! the request back). Nothing that may have reached the upstream is sent twice.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service as _;
+
+use crate::body::RequestBody;
+
+/// Idle connections kept per upstream; more are closed when they come back.
+const MAX_IDLE: usize = 1024;
+/// An idle connection older than this is closed rather than reused: most servers close
+/// theirs after 60–120 s, and a request sent into a closing connection is lost (hyper's
+/// own pool uses 90 s).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a returned connection may take to be ready for its next request.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SendError {
+    #[error("connecting failed: {0}")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the request failed: {0}")]
+    Failed(#[source] hyper::Error),
+}
+
+enum Sender {
+    H1(http1::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>),
+}
+
+struct Idle {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+pub(super) struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    /// `scheme://authority` of the upstream, what the connector dials.
+    target: Uri,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An HTTP/1.1 connection lent to one response, returned when its body is done.
+#[derive(Debug)]
+pub(super) struct Lease {
+    pool: Arc<Pool>,
+    sender: http1::SendRequest<RequestBody>,
+}
+
+impl Lease {
+    pub(super) fn release(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                sender: self.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Pool {
+    pub(super) fn new(connector: HttpsConnector<HttpConnector>, target: Uri) -> Pool {
+        Pool {
+            connector,
+            target,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+        }
+    }
+
+    /// Sends `req` (whose URI is already the upstream's) and returns the response head,
+    /// with the lease of its HTTP/1.1 connection when there is one to return.
+    pub(super) async fn send(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let sender = match self.checkout().await {
+                Some(sender) => sender,
+                None => match self.connect().await {
+                    Ok(sender) => sender,
+                    // Nothing was sent: one more try is safe for any request.
+                    Err(_) if tries == 1 => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            let (result, lease) = match sender {
+                Sender::H1(mut sender) => {
+                    let result = sender.try_send_request(req).await;
+                    (result, Some(sender))
+                }
+                Sender::H2(mut sender) => {
+                    // HTTP/2 carries the scheme and authority in the request itself.
+                    let mut absolute = req;
+                    *absolute.uri_mut() = self.absolute(absolute.uri());
+                    *absolute.version_mut() = http::Version::HTTP_2;
+                    (sender.try_send_request(absolute).await, None)
+                }
+            };
+            match result {
+                Ok(response) => {
+                    let lease = lease.map(|sender| Lease {
+                        pool: self.clone(),
+                        sender,
+                    });
+                    return Ok((response, lease));
+                }
+                Err(mut failed) => match failed.take_message() {
+                    // Handed back unsent: the connection was closing. Try a fresh one.
+                    Some(unsent) if tries == 1 => req = unsent,
+                    _ => return Err(SendError::Failed(failed.into_error())),
+                },
+            }
+        }
+    }
+
+    /// `uri` (origin form) on this upstream's scheme and authority.
+    fn absolute(&self, uri: &Uri) -> Uri {
+        let mut parts = self.target.clone().into_parts();
+        parts.path_and_query = uri.path_and_query().cloned();
+        Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+    }
+
+    /// A connection ready for a request, if the pool has one.
+    async fn checkout(&self) -> Option<Sender> {
+        if let Some(h2) = self.h2.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && !h2.is_closed()
+        {
+            return Some(Sender::H2(h2.clone()));
+        }
+        loop {
+            let Idle { mut sender, since } =
+                self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            if since.elapsed() > IDLE_TIMEOUT || sender.is_closed() {
+                continue;
+            }
+            if sender.is_ready() {
+                return Some(Sender::H1(sender));
+            }
+            // Returned at the end of its last body: ready a moment later.
+            if let Ok(Ok(())) = tokio::time::timeout(READY_TIMEOUT, sender.ready()).await {
+                return Some(Sender::H1(sender));
+            }
+        }
+    }
+
+    /// A new connection, HTTP/2 when the upstream chose it by ALPN.
+    async fn connect(&self) -> Result<Sender, SendError> {
+        let io = self
+            .connector
+            .clone()
+            .call(self.target.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        if io.connected().is_negotiated_h2() {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(|e| SendError::Connect(Box::new(e)))?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "upstream HTTP/2 connection ended");
+                }
+            });
+            *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+            return Ok(Sender::H2(sender));
+        }
+        let (sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended");
+            }
+        });
+        Ok(Sender::H1(sender))
+    }
+}
+
+/// An upstream response body on its way to the client; at its end, the connection goes
+/// back to the pool.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl UpstreamBody {
+    pub(super) fn new(inner: Incoming, lease: Option<Lease>) -> UpstreamBody {
+        UpstreamBody { inner, lease }
+    }
+
+    fn release_if_done(&mut self) {
+        if http_body::Body::is_end_stream(&self.inner)
+            && let Some(lease) = self.lease.take()
+        {
+            lease.release();
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => {
+                if let Some(lease) = this.lease.take() {
+                    lease.release();
+                }
+            }
+            std::task::Poll::Ready(Some(Ok(_))) => this.release_if_done(),
+            // An error: the connection is not reused.
+            std::task::Poll::Ready(Some(Err(_))) => this.lease = None,
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    /// A body that was complete but not polled to its end (an empty body, or one whose
+    /// length the server already wrote) still returns its connection.
+    fn drop(&mut self) {
+        self.release_if_done();
+    }
+}
