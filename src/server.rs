@@ -1,6 +1,7 @@
 //! Sockets: the accept loops of the public and admin listeners, the TLS handshake (with a
-//! timeout: hyper has none), HTTP/1.1 and HTTP/2 through hyper-util's auto builder, config
-//! reloads, and the graceful drain at shutdown.
+//! timeout: hyper has none), HTTP/1.1 and HTTP/2 served by hyper's own connection
+//! builders (the admin listener uses hyper-util's auto builder), config reloads, and the
+//! graceful drain at shutdown.
 //!
 //! What one config makes — the request path ([`Gateway`]), the HTTP settings and the TLS
 //! acceptor — is one immutable [`Snapshot`] behind an `ArcSwap`. A reload builds a new
