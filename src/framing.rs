@@ -117,18 +117,29 @@ impl Scanner {
                             return;
                         }
                     }
-                    let start = self.line.len().saturating_sub(3);
+                    if self.line.is_empty() {
+                        // The usual case: a whole head in one read, followed where it lies.
+                        if let Some(end) = head_end(bytes, 0) {
+                            self.end_of_head(&bytes[..end], flags);
+                            bytes = &bytes[end..];
+                            continue;
+                        }
+                    }
+                    let searched = self.line.len();
                     let take = bytes
                         .len()
                         .min(MAX_HEAD + 1 - self.line.len().min(MAX_HEAD));
                     self.line.extend_from_slice(&bytes[..take]);
-                    match find(&self.line[start..], b"\r\n\r\n") {
-                        Some(at) => {
-                            let end = start + at + 4;
-                            let rest = self.line.split_off(end);
-                            let consumed = take - rest.len();
-                            self.end_of_head(flags);
-                            self.line.clear();
+                    match head_end(&self.line, searched) {
+                        Some(end) => {
+                            let consumed = take - (self.line.len() - end);
+                            let mut head = std::mem::take(&mut self.line);
+                            self.end_of_head(&head[..end], flags);
+                            if self.state != State::Stopped {
+                                // Kept for its capacity.
+                                head.clear();
+                                self.line = head;
+                            }
                             bytes = &bytes[consumed..];
                         }
                         None if self.line.len() > MAX_HEAD => self.stop(),
@@ -196,11 +207,15 @@ impl Scanner {
         self.line = Vec::new();
     }
 
-    /// A whole head is in `self.line`: flag it if it conflicts, and follow its body.
-    fn end_of_head(&mut self, flags: &Flags) {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        if !matches!(request.parse(&self.line), Ok(httparse::Status::Complete(_))) {
+    /// `head` is a whole request head: flag it if it conflicts, and follow its body.
+    fn end_of_head(&mut self, head: &[u8], flags: &Flags) {
+        // Uninitialized: filling 256 empty headers would cost more than the parse.
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        if !matches!(
+            request.parse_with_uninit_headers(head, &mut headers),
+            Ok(httparse::Status::Complete(_))
+        ) {
             return self.stop();
         }
         let index = self.heads;
@@ -238,8 +253,14 @@ impl Scanner {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// Where the head in `bytes` ends (after its blank line), looking at the line ends from
+/// `from` on (the bytes before it were searched already).
+fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
+    // Line by line: a head has a few dozen lines, so this beats a substring search.
+    memchr::memchr_iter(b'\n', &bytes[from..])
+        .map(|at| from + at)
+        .find(|&at| at >= 3 && &bytes[at - 3..at] == b"\r\n\r")
+        .map(|at| at + 1)
 }
 
 /// The size of a chunk-size line (`1a;ext=x\r\n`).

@@ -294,7 +294,9 @@ impl Gateway {
         {
             log.answered = Answered::Own(endpoint);
             let ip = self.proxy.client_ip(req.headers(), peer);
-            return accounts.handle(endpoint, req, ip, &self.verifier).await;
+            // Boxed: the account endpoints' future is kilobytes, and hyper moves every
+            // request's future; proxied requests should not carry that space.
+            return Box::pin(accounts.handle(endpoint, req, ip, &self.verifier)).await;
         }
         log.answered = Answered::NoRoute;
 

@@ -105,7 +105,9 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamLabels, Counter>,
     logins: Family<ResultLabels, Counter>,
     refresh_reuse: Counter,
-    token_cache: Family<ResultLabels, Counter>,
+    /// Resolved once: looked up on every authenticated request.
+    token_cache_hits: Counter,
+    token_cache_misses: Counter,
     reloads: Family<ResultLabels, Counter>,
     open_connections: Gauge<i64, AtomicI64>,
     revocations: Gauge<i64, AtomicI64>,
@@ -166,6 +168,12 @@ impl Metrics {
             "Verified-token cache lookups, by result (hit, miss)",
             token_cache.clone(),
         );
+        let token_cache_hits = token_cache
+            .get_or_create(&ResultLabels { result: "hit" })
+            .clone();
+        let token_cache_misses = token_cache
+            .get_or_create(&ResultLabels { result: "miss" })
+            .clone();
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -192,7 +200,8 @@ impl Metrics {
             upstream_errors,
             logins,
             refresh_reuse,
-            token_cache,
+            token_cache_hits,
+            token_cache_misses,
             reloads,
             open_connections,
             revocations,
@@ -238,10 +247,11 @@ impl Metrics {
     }
 
     pub fn token_cache(&self, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
-        self.token_cache
-            .get_or_create(&ResultLabels { result })
-            .inc();
+        if hit {
+            self.token_cache_hits.inc();
+        } else {
+            self.token_cache_misses.inc();
+        }
     }
 
     pub fn reload(&self, ok: bool) {

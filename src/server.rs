@@ -366,7 +366,8 @@ impl Connection {
             }
             let gateway = current.load().gateway.clone();
             let peer = peer.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) }
+            // Boxed, so hyper moves a pointer rather than the whole request future.
+            Box::pin(async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) })
         });
         let head_timeout = snapshot.gateway.config().server.header_read_timeout;
         let result = match protocol {

@@ -109,7 +109,9 @@ impl Pool {
             tries += 1;
             let sender = match self.checkout().await {
                 Some(sender) => sender,
-                None => match self.connect().await {
+                // Boxed: the handshake futures are kilobytes, and every request's future
+                // would carry (and hyper move) that space for the rare request that dials.
+                None => match Box::pin(self.connect()).await {
                     Ok(sender) => sender,
                     // Nothing was sent: one more try is safe for any request.
                     Err(_) if tries == 1 => continue,
