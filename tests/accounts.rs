@@ -575,9 +575,20 @@ async fn me_and_jwks_answer_with_exact_bodies() {
 // 2. The tokens, verified by an independent library
 // ------------------------------------------------------------------------------------------
 
+/// When a token was issued: the clock read before and after the call that issued it. PyJWT runs
+/// later (its first call may build the venv), so `iat` is checked against this, not the clock.
+struct Issued(i64, i64);
+
 /// Checks what PyJWT verified; returns the claims.
 #[track_caller]
-fn assert_verified(verified: &Value, kid: &str, token_type: &str, fresh: bool, ttl: i64) -> Value {
+fn assert_verified(
+    verified: &Value,
+    kid: &str,
+    token_type: &str,
+    fresh: bool,
+    ttl: i64,
+    Issued(before, after): &Issued,
+) -> Value {
     let header = &verified["header"];
     assert_eq!(header["alg"], "ES256", "{verified}");
     assert_eq!(header["kid"], kid, "{verified}");
@@ -594,14 +605,23 @@ fn assert_verified(verified: &Value, kid: &str, token_type: &str, fresh: bool, t
     let iat = claims["iat"].as_i64().expect("iat");
     assert_eq!(claims["nbf"].as_i64(), Some(iat), "{claims}");
     assert_eq!(claims["exp"].as_i64(), Some(iat + ttl), "{claims}");
-    assert!((iat - common::now()).abs() <= 5, "iat {iat} is not now");
+    assert!(
+        (before - 1..=after + 1).contains(&iat),
+        "iat {iat} is not between {before} and {after}, when the token was issued"
+    );
     claims
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_verify_with_pyjwt_against_the_jwks() {
+    // The test Python first: building it may take minutes, and the tokens must not age meanwhile.
+    tokio::task::spawn_blocking(common::python)
+        .await
+        .expect("the test Python");
     let env = Env::start(OPEN_LIMITS).await;
+    let before = common::now();
     let login = env.user_with_tokens("alice").await;
+    let logged_in = Issued(before, common::now());
     let jwks = env.get("/.well-known/jwks.json", None).await;
     assert_eq!(jwks.status, 200, "{jwks:?}");
     let kid = jwks.json["keys"][0]["kid"]
@@ -614,25 +634,34 @@ async fn tokens_verify_with_pyjwt_against_the_jwks() {
     let verified = pyjwt_verify(&jwks.text, &login.access)
         .await
         .unwrap_or_else(|e| panic!("PyJWT refused the access token from login: {e}"));
-    let access = assert_verified(&verified, &kid, "access", true, ACCESS_TTL);
+    let access = assert_verified(&verified, &kid, "access", true, ACCESS_TTL, &logged_in);
 
     let verified = pyjwt_verify(&jwks.text, &login.refresh)
         .await
         .unwrap_or_else(|e| panic!("PyJWT refused the refresh token: {e}"));
-    let refresh = assert_verified(&verified, &kid, "refresh", false, REFRESH_TTL);
+    let refresh = assert_verified(&verified, &kid, "refresh", false, REFRESH_TTL, &logged_in);
     assert_ne!(access["jti"], refresh["jti"]);
 
     // A refresh: the new access token is not fresh.
+    let before = common::now();
     let rotated = env.refresh(&login.refresh).await.tokens();
+    let refreshed_at = Issued(before, common::now());
     let verified = pyjwt_verify(&jwks.text, &rotated.access)
         .await
         .unwrap_or_else(|e| panic!("PyJWT refused the access token from refresh: {e}"));
-    let refreshed = assert_verified(&verified, &kid, "access", false, ACCESS_TTL);
+    let refreshed = assert_verified(&verified, &kid, "access", false, ACCESS_TTL, &refreshed_at);
     assert_ne!(refreshed["jti"], access["jti"]);
     let verified = pyjwt_verify(&jwks.text, &rotated.refresh)
         .await
         .unwrap_or_else(|e| panic!("PyJWT refused the rotated refresh token: {e}"));
-    assert_verified(&verified, &kid, "refresh", false, REFRESH_TTL);
+    assert_verified(
+        &verified,
+        &kid,
+        "refresh",
+        false,
+        REFRESH_TTL,
+        &refreshed_at,
+    );
 
     // The script really verifies: a token whose claims were altered is refused.
     let mut parts: Vec<String> = login.access.split('.').map(str::to_owned).collect();
