@@ -1,5 +1,6 @@
 //! Microbenchmarks of the pure parts of the request path: token verification per
-//! algorithm, path normalization and route matching.
+//! algorithm (alone, a first request with a new token, a cached one), path normalization
+//! and route matching.
 //!
 //! `cargo bench --bench hot_path`
 
@@ -8,7 +9,7 @@ use std::hint::black_box;
 use authgate::jwt::{Algorithm, Claims, Key, OneOrMany, Signer, Verifier};
 use authgate::routes::{Auth, PathPattern, Route, RouteTable, normalize};
 use authgate::token_cache::{Authenticated, TokenCache};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
 
 const NOW: i64 = 1_800_000_000;
@@ -62,6 +63,24 @@ fn verification(c: &mut Criterion) {
                 headers: Vec::new(),
             }),
         );
+        // The first request with a new token: a miss, a verification, an insertion (the
+        // empty cache is made outside the timed part).
+        c.bench_function(&format!("cold/{alg:?}"), |b| {
+            b.iter_batched(
+                || TokenCache::new(16),
+                |cache| {
+                    assert!(cache.get(black_box(&token)).is_none());
+                    let claims = verifier.verify_access(&token, NOW).expect("verify");
+                    let entry = Arc::new(Authenticated {
+                        claims,
+                        headers: Vec::new(),
+                    });
+                    cache.insert(&token, entry.clone());
+                    (cache, entry)
+                },
+                BatchSize::SmallInput,
+            )
+        });
         c.bench_function(&format!("cached/{alg:?}"), |b| {
             b.iter(|| {
                 let hit = cache.get(black_box(&token)).expect("hit");
