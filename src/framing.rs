@@ -212,10 +212,10 @@ impl Scanner {
         // Uninitialized: filling 256 empty headers would cost more than the parse.
         let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut []);
-        if !matches!(
-            request.parse_with_uninit_headers(head, &mut headers),
-            Ok(httparse::Status::Complete(_))
-        ) {
+        // The parser must see the head end where we did, or the count of heads would drift.
+        if request.parse_with_uninit_headers(head, &mut headers)
+            != Ok(httparse::Status::Complete(head.len()))
+        {
             return self.stop();
         }
         let index = self.heads;
@@ -254,12 +254,13 @@ impl Scanner {
 }
 
 /// Where the head in `bytes` ends (after its blank line), looking at the line ends from
-/// `from` on (the bytes before it were searched already).
+/// `from` on (the bytes before it were searched already). A line may end in a bare LF, as
+/// hyper (httparse) accepts, so a blank line is `\n` or `\r\n` after a line end.
 fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
     // Line by line: a head has a few dozen lines, so this beats a substring search.
     memchr::memchr_iter(b'\n', &bytes[from..])
         .map(|at| from + at)
-        .find(|&at| at >= 3 && &bytes[at - 3..at] == b"\r\n\r")
+        .find(|&at| at >= 1 && bytes[at - 1] == b'\n' || at >= 2 && &bytes[at - 2..at] == b"\n\r")
         .map(|at| at + 1)
 }
 
@@ -374,6 +375,20 @@ mod tests {
         }
         for step in [1, 2, 3, 5, 7, 13, 64, wire.len()] {
             assert_eq!(flagged(&wire, step), (vec![2, 4], 6), "step {step}");
+        }
+    }
+
+    #[test]
+    fn heads_with_bare_line_feeds_are_followed_like_hyper_reads_them() {
+        const BOTH_LF: &[u8] =
+            b"POST /f HTTP/1.1\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\r\n\r\n";
+        const MIXED: &[u8] = b"GET /g HTTP/1.1\r\nHost: x\n\r\n";
+        let mut wire = Vec::new();
+        for part in [BOTH_LF, MIXED, PLAIN, BOTH] {
+            wire.extend_from_slice(part);
+        }
+        for step in [1, 2, 3, 5, 7, 13, 64, wire.len()] {
+            assert_eq!(flagged(&wire, step), (vec![0, 3], 4), "step {step}");
         }
     }
 
