@@ -119,7 +119,7 @@ impl Scanner {
                     }
                     if self.line.is_empty() {
                         // The usual case: a whole head in one read, followed where it lies.
-                        if let Some(end) = head_end(bytes, 0) {
+                        if let Some(end) = head_end(bytes, 0).filter(|&end| end <= MAX_HEAD) {
                             self.end_of_head(&bytes[..end], flags);
                             bytes = &bytes[end..];
                             continue;
