@@ -73,8 +73,14 @@ enum State {
     ChunkData(u64),
     /// The CRLF after a chunk's data: bytes of it left.
     ChunkEnd(u8),
-    /// After the last chunk: trailer lines until an empty one.
-    Trailers,
+    /// After the last chunk, or after a trailer line: at the start of a line.
+    TrailerStart,
+    /// Inside a trailer line: until its CR.
+    Trailer,
+    /// After a trailer line's CR: its LF.
+    TrailerLf,
+    /// After the CR of the empty line that ends the trailers: its LF.
+    EndLf,
     /// Not following any more.
     Stopped,
 }
@@ -155,8 +161,8 @@ impl Scanner {
                         State::Fixed(left - n)
                     };
                 }
-                State::ChunkSize | State::Trailers => {
-                    let Some(at) = bytes.iter().position(|b| *b == b'\n') else {
+                State::ChunkSize => {
+                    let Some(at) = memchr::memchr(b'\n', bytes) else {
                         self.line.extend_from_slice(bytes);
                         if self.line.len() > MAX_HEAD {
                             self.stop();
@@ -166,17 +172,40 @@ impl Scanner {
                     self.line.extend_from_slice(&bytes[..=at]);
                     bytes = &bytes[at + 1..];
                     let line = std::mem::take(&mut self.line);
-                    if self.state == State::Trailers {
-                        if line == b"\r\n" || line == b"\n" {
-                            self.state = State::Head;
-                        }
-                        continue;
-                    }
                     match chunk_size(&line) {
-                        Some(0) => self.state = State::Trailers,
+                        Some(0) => self.state = State::TrailerStart,
                         Some(size) => self.state = State::ChunkData(size),
                         None => self.stop(),
                     }
+                }
+                // Trailers end only at an empty CRLF line, and a line only at CRLF: a bare
+                // LF is part of a trailer line to hyper, which reads on to the next CRLF.
+                State::TrailerStart => {
+                    if bytes[0] == b'\r' {
+                        self.state = State::EndLf;
+                        bytes = &bytes[1..];
+                    } else {
+                        self.state = State::Trailer;
+                    }
+                }
+                State::Trailer => match memchr::memchr(b'\r', bytes) {
+                    Some(at) => {
+                        self.state = State::TrailerLf;
+                        bytes = &bytes[at + 1..];
+                    }
+                    None => return,
+                },
+                State::TrailerLf | State::EndLf => {
+                    if bytes[0] != b'\n' {
+                        // hyper refuses the body and closes the connection.
+                        return self.stop();
+                    }
+                    bytes = &bytes[1..];
+                    self.state = if self.state == State::EndLf {
+                        State::Head
+                    } else {
+                        State::TrailerStart
+                    };
                 }
                 State::ChunkData(left) => {
                     let n = (bytes.len() as u64).min(left);
@@ -220,18 +249,18 @@ impl Scanner {
         }
         let index = self.heads;
         self.heads += 1;
-        let mut length: Option<u64> = None;
+        // Any Content-Length counts, valid or not: hyper ignores its value once it has seen
+        // Transfer-Encoding.
+        let mut length: Option<Option<u64>> = None;
         let mut chunked = None;
         let mut upgrade = request.method == Some("CONNECT");
         for header in request.headers.iter() {
             if header.name.eq_ignore_ascii_case("content-length") {
-                match std::str::from_utf8(header.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                {
-                    Some(n) => length = Some(n),
-                    None => return self.stop(),
-                }
+                length = Some(
+                    std::str::from_utf8(header.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok()),
+                );
             } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
                 let value = String::from_utf8_lossy(header.value).to_ascii_lowercase();
                 chunked = Some(value.trim_end().ends_with("chunked"));
@@ -247,8 +276,10 @@ impl Scanner {
             _ if upgrade => State::Stopped,
             (Some(true), _) => State::ChunkSize,
             (Some(false), _) => State::Stopped,
-            (None, Some(0) | None) => State::Head,
-            (None, Some(n)) => State::Fixed(n),
+            (None, Some(Some(0)) | None) => State::Head,
+            (None, Some(Some(n))) => State::Fixed(n),
+            // hyper answers 400 to a length it cannot read.
+            (None, Some(None)) => State::Stopped,
         };
     }
 }
@@ -264,10 +295,10 @@ fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
         .map(|at| at + 1)
 }
 
-/// The size of a chunk-size line (`1a;ext=x\r\n`).
+/// The size of a chunk-size line (`1a;ext=x\r\n`); `None` where hyper refuses the line
+/// (it closes the connection then).
 fn chunk_size(line: &[u8]) -> Option<u64> {
-    let line = line.strip_suffix(b"\n")?;
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = line.strip_suffix(b"\r\n")?;
     let digits = line.split(|b| *b == b';').next()?;
     let digits = std::str::from_utf8(digits).ok()?.trim();
     u64::from_str_radix(digits, 16).ok()
@@ -389,6 +420,41 @@ mod tests {
         }
         for step in [1, 2, 3, 5, 7, 13, 64, wire.len()] {
             assert_eq!(flagged(&wire, step), (vec![0, 3], 4), "step {step}");
+        }
+    }
+
+    #[test]
+    fn trailers_end_where_hyper_ends_them() {
+        // After `0\r\n`, a bare LF starts a trailer line to hyper, which then reads the
+        // next "request" as trailers up to the empty CRLF line.
+        const SWALLOWING: &[u8] =
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\nGET /swallowed HTTP/1.1\r\nHost: x\r\n\r\n";
+        const TRAILERS: &[u8] =
+            b"POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nA: 1\r\nB: 2\r\n\r\n";
+        let mut wire = Vec::new();
+        for part in [SWALLOWING, TRAILERS, BOTH] {
+            wire.extend_from_slice(part);
+        }
+        for step in [1, 2, 3, 5, 7, 13, 64, wire.len()] {
+            assert_eq!(flagged(&wire, step), (vec![2], 3), "step {step}");
+        }
+    }
+
+    #[test]
+    fn any_content_length_beside_transfer_encoding_is_flagged() {
+        for head in [
+            &b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: x\r\n\r\n0\r\n\r\n"[..],
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5, 5\r\n\r\n0\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length:\r\n\r\n0\r\n\r\n",
+        ] {
+            let mut wire = head.to_vec();
+            wire.extend_from_slice(BOTH);
+            assert_eq!(
+                flagged(&wire, wire.len()),
+                (vec![0, 1], 2),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
         }
     }
 

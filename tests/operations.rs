@@ -1056,8 +1056,10 @@ async fn content_length_with_transfer_encoding_is_400_and_nothing_is_forwarded()
     for framing in [
         "POST /public/te0 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
         "POST /public/te1 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        // A Content-Length hyper ignores (it has seen Transfer-Encoding) is still a conflict.
+        "POST /public/te2 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: x\r\n\r\n",
         // Bare line feeds, which hyper reads as well.
-        "POST /public/te2 HTTP/1.1\nHost: localhost\nContent-Length: 5\nTransfer-Encoding: chunked\n\n",
+        "POST /public/te3 HTTP/1.1\nHost: localhost\nContent-Length: 5\nTransfer-Encoding: chunked\n\n",
     ] {
         setup.upstream.clear();
         let mut stream = common::tls_connect(gw.addr, &setup.pki.ca_pem, &[b"http/1.1"]).await;
