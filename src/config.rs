@@ -85,6 +85,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time from sending a request to the upstream's response headers (nginx
 /// `proxy_read_timeout` 60 s, HAProxy examples 30 s).
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// An idle pooled connection is closed after this: most servers close theirs after
+/// 60–120 s, and a request sent into a connection the server is closing is lost (hyper's
+/// own pool uses 90 s). Set it below the upstream's own keep-alive timeout.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The validated configuration. Cheap to share behind an `Arc`; never mutated.
 #[derive(Debug)]
@@ -188,6 +192,8 @@ pub struct Upstream {
     pub target: UpstreamTarget,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// How long a pooled keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -1110,12 +1116,18 @@ impl Ctx<'_> {
                 &format!("{key}.timeout"),
                 DEFAULT_UPSTREAM_TIMEOUT,
             );
+            let idle_timeout = self.duration(
+                &up.idle_timeout,
+                &format!("{key}.idle_timeout"),
+                DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+            );
             if let Some(target) = self.upstream_target(up, &key) {
                 upstreams.push(Upstream {
                     name: name.clone(),
                     target,
                     connect_timeout,
                     timeout,
+                    idle_timeout,
                 });
             }
         }

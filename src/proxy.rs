@@ -133,6 +133,7 @@ impl Proxy {
                                 .path_and_query("/")
                                 .build()
                                 .expect("a validated scheme and authority make a URI"),
+                            up.idle_timeout,
                         )),
                     },
                 },
@@ -364,6 +365,8 @@ fn connector(
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
+    // Idle pooled connections whose peer vanished are found by the kernel, not kept forever.
+    http.set_keepalive(Some(Duration::from_secs(60)));
     let tls = tls
         .cloned()
         .unwrap_or_else(crate::tls::client_config_without_roots);

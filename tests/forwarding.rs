@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use authgate::jwt::Algorithm;
@@ -473,4 +475,86 @@ auth = "public"
         "the generated certificate serves localhost"
     );
     gw.stop().await;
+}
+
+/// A keep-alive HTTP/1.1 upstream that never closes an idle connection (as Go's default
+/// server), answering every request after `delay`; counts its open connections.
+async fn counting_upstream(
+    delay: Duration,
+) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let open = Arc::new(AtomicUsize::new(0));
+    let counter = open.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let open = counter.clone();
+            open.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                    // Bodiless GETs only: a head ends the request.
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        head.drain(..end + 4);
+                        tokio::time::sleep(delay).await;
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (url, open, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_closed_after_idle_timeout_even_under_traffic() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let (url, open, server) = counting_upstream(Duration::from_millis(300)).await;
+    let config = routes_to(&url, &setup).replace(
+        "\ntimeout = \"1s\"\n",
+        "\ntimeout = \"1s\"\nidle_timeout = \"400ms\"\n",
+    );
+    let gw = setup.start_with(&config).await;
+    let token = setup.token("alice", &[]);
+    let get = || {
+        setup
+            .http1_client()
+            .get(gw.url("/other/x"))
+            .bearer_auth(&token)
+            .send()
+    };
+
+    // A burst: four requests at once need four upstream connections, all pooled after.
+    let burst = futures_util::future::join_all((0..4).map(|_| get())).await;
+    for resp in burst {
+        assert_eq!(resp.expect("send").status(), 200);
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 4, "the burst's connections");
+
+    // Then one request at a time for well over the idle timeout: each reuses the warmest
+    // connection, and the three others, idle all along, are closed.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_eq!(get().await.expect("send").status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while open.load(Ordering::SeqCst) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        open.load(Ordering::SeqCst),
+        1,
+        "only the connection in use stays open"
+    );
+    server.abort();
 }

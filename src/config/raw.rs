@@ -109,6 +109,7 @@ pub(super) struct RawUpstream {
     pub(super) ca: Option<Spanned<String>>,
     pub(super) connect_timeout: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<String>>,
+    pub(super) idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -356,7 +357,14 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
         ],
         ["identity"] => &["user_header", "claim_headers", "forward_authorization"],
         ["dev"] => &["generate_missing"],
-        ["upstream"] => &["name", "url", "ca", "connect_timeout", "timeout"],
+        ["upstream"] => &[
+            "name",
+            "url",
+            "ca",
+            "connect_timeout",
+            "timeout",
+            "idle_timeout",
+        ],
         ["route"] => &[
             "path",
             "methods",

@@ -163,6 +163,7 @@ fn a_minimal_file_takes_the_documented_defaults() {
     assert_eq!(upstream.name, "app");
     assert_eq!(upstream.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
     assert_eq!(upstream.timeout, DEFAULT_UPSTREAM_TIMEOUT);
+    assert_eq!(upstream.idle_timeout, DEFAULT_UPSTREAM_IDLE_TIMEOUT);
     match &upstream.target {
         UpstreamTarget::Http {
             scheme,
@@ -220,6 +221,7 @@ name = "app"
 url = "https://127.0.0.1:3443"
 connect_timeout = "250ms"
 timeout = "2m"
+idle_timeout = "4s"
 
 [[upstream]]
 name = "echo"
@@ -284,6 +286,7 @@ require = { roles = ["admin", "ops"] }
         Duration::from_millis(250)
     );
     assert_eq!(config.upstreams[0].timeout, Duration::from_secs(120));
+    assert_eq!(config.upstreams[0].idle_timeout, Duration::from_secs(4));
     assert!(matches!(
         &config.upstreams[0].target,
         UpstreamTarget::Http { scheme, tls: Some(_), .. } if scheme == &uri::Scheme::HTTPS

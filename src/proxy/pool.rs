@@ -1,14 +1,17 @@
 //! One upstream's connections: a small pool over hyper's connection API.
 //!
 //! HTTP/1.1 connections wait in a last-in-first-out stack, so the warmest one is reused
-//! and the coldest expire; a connection goes back to the stack when its response body has
-//! been read to the end (a body dropped half-read takes its connection with it). An https
-//! upstream that offers HTTP/2 by ALPN gets one shared, multiplexed connection.
+//! and the coldest expire: every return and every checkout closes those idle longer than
+//! the upstream's `idle_timeout`, from the cold end. A connection goes back to the stack when its response
+//! body has been read to the end (a body dropped half-read takes its connection with it).
+//! An https upstream that offers HTTP/2 by ALPN gets one shared, multiplexed connection,
+//! kept honest by pings: a connection that stops answering them is closed and replaced.
 //!
 //! A request is tried a second time only when it was never sent: when connecting failed,
 //! or when the pooled connection turned out closed before it took the request (hyper hands
 //! the request back). Nothing that may have reached the upstream is sent twice.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,12 +27,13 @@ use crate::body::RequestBody;
 
 /// Idle connections kept per upstream; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
-/// An idle connection older than this is closed rather than reused: most servers close
-/// theirs after 60–120 s, and a request sent into a closing connection is lost (hyper's
-/// own pool uses 90 s).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a returned connection may take to be ready for its next request.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
+/// HTTP/2 pings: how often, and how long an answer may take before the connection is
+/// given up (a silently dropped connection would otherwise hold every request until the
+/// upstream timeout, for as long as the kernel keeps the socket).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +58,9 @@ pub(super) struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// `scheme://authority` of the upstream, what the connector dials.
     target: Uri,
-    idle: Mutex<Vec<Idle>>,
+    /// Oldest first: checkout takes from the back, expiry trims the front.
+    idle: Mutex<VecDeque<Idle>>,
+    idle_timeout: Duration,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
 }
 
@@ -79,8 +85,9 @@ impl Lease {
             return;
         }
         let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        expire(&mut idle, self.pool.idle_timeout);
         if idle.len() < MAX_IDLE {
-            idle.push(Idle {
+            idle.push_back(Idle {
                 sender: self.sender,
                 since: Instant::now(),
             });
@@ -88,12 +95,28 @@ impl Lease {
     }
 }
 
+/// Closes the idle connections that waited too long or were closed by the upstream, from
+/// the cold end (the stack is ordered by return time).
+fn expire(idle: &mut VecDeque<Idle>, timeout: Duration) {
+    while idle
+        .front()
+        .is_some_and(|oldest| oldest.since.elapsed() > timeout || oldest.sender.is_closed())
+    {
+        idle.pop_front();
+    }
+}
+
 impl Pool {
-    pub(super) fn new(connector: HttpsConnector<HttpConnector>, target: Uri) -> Pool {
+    pub(super) fn new(
+        connector: HttpsConnector<HttpConnector>,
+        target: Uri,
+        idle_timeout: Duration,
+    ) -> Pool {
         Pool {
             connector,
             target,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
+            idle_timeout,
             h2: Mutex::new(None),
         }
     }
@@ -163,9 +186,12 @@ impl Pool {
             return Some(Sender::H2(h2.clone()));
         }
         loop {
-            let Idle { mut sender, since } =
-                self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
-            if since.elapsed() > IDLE_TIMEOUT || sender.is_closed() {
+            let Idle { mut sender, since } = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                expire(&mut idle, self.idle_timeout);
+                idle.pop_back()?
+            };
+            if since.elapsed() > self.idle_timeout || sender.is_closed() {
                 continue;
             }
             if sender.is_ready() {
@@ -189,6 +215,9 @@ impl Pool {
         if io.connected().is_negotiated_h2() {
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .keep_alive_interval(H2_PING_INTERVAL)
+                .keep_alive_timeout(H2_PING_TIMEOUT)
+                .keep_alive_while_idle(true)
                 .handshake(io)
                 .await
                 .map_err(|e| SendError::Connect(Box::new(e)))?;
