@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,10 +26,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug, Clone, Copy)]
 pub struct ConflictingFraming;
 
-/// Heads bigger than this are not followed (hyper answers 431 to them anyway).
-const MAX_HEAD: usize = 64 * 1024;
-/// Header lines parsed per head; more stops the scanning (hyper refuses them anyway).
-const MAX_HEADERS: usize = 256;
+/// Heads bigger than this are not followed: the most `server.max_header_bytes` allows
+/// (hyper answers 431 to a head over the configured size anyway).
+const MAX_HEAD: usize = 1 << 20;
+/// Header lines parsed in place; a head with more is parsed again with room for the most
+/// `server.max_headers` allows, so no configuration lets a head past the scanner.
+const USUAL_HEADERS: usize = 256;
+const MAX_HEADERS: usize = 10_000;
 
 /// Which requests of one connection are flagged, shared by the scanner (which sees the
 /// bytes first) and the service (which numbers the requests as hyper hands them over).
@@ -239,35 +243,26 @@ impl Scanner {
     /// `head` is a whole request head: flag it if it conflicts, and follow its body.
     fn end_of_head(&mut self, head: &[u8], flags: &Flags) {
         // Uninitialized: filling 256 empty headers would cost more than the parse.
-        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut []);
-        // The parser must see the head end where we did, or the count of heads would drift.
-        if request.parse_with_uninit_headers(head, &mut headers)
-            != Ok(httparse::Status::Complete(head.len()))
-        {
+        let mut headers = [const { MaybeUninit::uninit() }; USUAL_HEADERS];
+        let framing = match Framing::of(head, &mut headers) {
+            Err(httparse::Error::TooManyHeaders) => {
+                let mut many: Vec<_> = std::iter::repeat_with(MaybeUninit::uninit)
+                    .take(MAX_HEADERS)
+                    .collect();
+                Framing::of(head, &mut many)
+            }
+            parsed => parsed,
+        };
+        let Ok(Some(Framing {
+            length,
+            chunked,
+            upgrade,
+        })) = framing
+        else {
             return self.stop();
-        }
+        };
         let index = self.heads;
         self.heads += 1;
-        // Any Content-Length counts, valid or not: hyper ignores its value once it has seen
-        // Transfer-Encoding.
-        let mut length: Option<Option<u64>> = None;
-        let mut chunked = None;
-        let mut upgrade = request.method == Some("CONNECT");
-        for header in request.headers.iter() {
-            if header.name.eq_ignore_ascii_case("content-length") {
-                length = Some(
-                    std::str::from_utf8(header.value)
-                        .ok()
-                        .and_then(|v| v.trim().parse().ok()),
-                );
-            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-                let value = String::from_utf8_lossy(header.value).to_ascii_lowercase();
-                chunked = Some(value.trim_end().ends_with("chunked"));
-            } else if header.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
-            }
-        }
         if length.is_some() && chunked.is_some() {
             flags.flag(index);
         }
@@ -281,6 +276,52 @@ impl Scanner {
             // hyper answers 400 to a length it cannot read.
             (None, Some(None)) => State::Stopped,
         };
+    }
+}
+
+/// What a request head says about its body.
+struct Framing {
+    /// Any Content-Length, valid (`Some(n)`) or not: hyper ignores its value once it has
+    /// seen Transfer-Encoding, but it is there.
+    length: Option<Option<u64>>,
+    /// Transfer-Encoding, and whether it ends in `chunked`.
+    chunked: Option<bool>,
+    upgrade: bool,
+}
+
+impl Framing {
+    /// `None` if the parser ends the head elsewhere than the scanner did: the count of
+    /// heads would drift.
+    fn of<'h>(
+        head: &'h [u8],
+        headers: &mut [MaybeUninit<httparse::Header<'h>>],
+    ) -> Result<Option<Framing>, httparse::Error> {
+        let mut request = httparse::Request::new(&mut []);
+        if request.parse_with_uninit_headers(head, headers)?
+            != httparse::Status::Complete(head.len())
+        {
+            return Ok(None);
+        }
+        let mut framing = Framing {
+            length: None,
+            chunked: None,
+            upgrade: request.method == Some("CONNECT"),
+        };
+        for header in request.headers.iter() {
+            if header.name.eq_ignore_ascii_case("content-length") {
+                framing.length = Some(
+                    std::str::from_utf8(header.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok()),
+                );
+            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                let value = String::from_utf8_lossy(header.value).to_ascii_lowercase();
+                framing.chunked = Some(value.trim_end().ends_with("chunked"));
+            } else if header.name.eq_ignore_ascii_case("upgrade") {
+                framing.upgrade = true;
+            }
+        }
+        Ok(Some(framing))
     }
 }
 
@@ -455,6 +496,19 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(head)
             );
+        }
+    }
+
+    #[test]
+    fn heads_with_many_header_lines_are_followed() {
+        let mut wire = b"POST /many HTTP/1.1\r\n".to_vec();
+        for i in 0..1000 {
+            wire.extend_from_slice(format!("X-Filler-{i}: {i}\r\n").as_bytes());
+        }
+        wire.extend_from_slice(b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        wire.extend_from_slice(BOTH);
+        for step in [7, 4096, wire.len()] {
+            assert_eq!(flagged(&wire, step), (vec![0, 1], 2), "step {step}");
         }
     }
 
