@@ -558,3 +558,123 @@ async fn idle_upstream_connections_are_closed_after_idle_timeout_even_under_traf
     );
     server.abort();
 }
+
+/// What an HTTP/2 upstream saw of one request.
+#[derive(Debug, Clone)]
+struct SeenH2 {
+    version: http::Version,
+    authority: Option<String>,
+    hosts: Vec<String>,
+    path_and_query: String,
+    user: Option<String>,
+}
+
+/// An https upstream that speaks only HTTP/2 (ALPN h2), with the test PKI's server
+/// certificate; records what each request carried.
+async fn h2_upstream(
+    setup: &Setup,
+) -> (
+    String,
+    Arc<std::sync::Mutex<Vec<SeenH2>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use hyper::server::conn::http2;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let dir = setup.dir.path();
+    let cert = std::fs::read(dir.join("server.crt")).expect("cert");
+    let key = std::fs::read(dir.join("server.key")).expect("key");
+    let mut tls = (*authgate::tls::server_config(&cert, &key, None).expect("tls")).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let (acceptor, record) = (acceptor.clone(), record.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let text = |v: &http::HeaderValue| v.to_str().unwrap_or("?").to_owned();
+                        record.lock().expect("lock").push(SeenH2 {
+                            version: req.version(),
+                            authority: req.uri().authority().map(|a| a.to_string()),
+                            hosts: req
+                                .headers()
+                                .get_all(http::header::HOST)
+                                .iter()
+                                .map(text)
+                                .collect(),
+                            path_and_query: req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default(),
+                            user: req.headers().get("x-auth-user").map(text),
+                        });
+                        async {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"h2 ok")),
+                            ))
+                        }
+                    });
+                let _ = http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, seen, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_offering_http2_gets_one_authority() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let (url, seen, server) = h2_upstream(&setup).await;
+    let config = routes_to(&url, &setup).replace(
+        &format!("url = \"{url}\"\n"),
+        &format!("url = \"{url}\"\nca = \"ca.crt\"\n"),
+    );
+    let gw = setup.start_with(&config).await;
+    let token = setup.token("alice", &[]);
+    // Two requests, from an HTTP/1.1 client (Host) and an HTTP/2 one (:authority).
+    for client in [setup.http1_client(), setup.client()] {
+        let resp = client
+            .get(gw.url("/other/x?q=1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.expect("body"), "h2 ok");
+    }
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let client_authority = format!("localhost:{}", gw.addr.port());
+    for request in &seen {
+        assert_eq!(request.version, http::Version::HTTP_2, "{request:?}");
+        assert_eq!(request.path_and_query, "/other/x?q=1", "{request:?}");
+        assert_eq!(request.user.as_deref(), Some("alice"), "{request:?}");
+        // RFC 9113 §8.3.1: a Host beside :authority must not differ from it. The client's
+        // authority is kept, as HTTP/1.1 upstreams get it in Host.
+        assert_eq!(
+            request.authority.as_deref(),
+            Some(&*client_authority),
+            "{request:?}"
+        );
+        assert!(
+            request.hosts.iter().all(|h| *h == client_authority),
+            "{request:?}"
+        );
+    }
+    server.abort();
+}

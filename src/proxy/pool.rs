@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::uri::Authority;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -147,11 +148,8 @@ impl Pool {
                     (result, Some(sender))
                 }
                 Sender::H2(mut sender) => {
-                    // HTTP/2 carries the scheme and authority in the request itself.
-                    let mut absolute = req;
-                    *absolute.uri_mut() = self.absolute(absolute.uri());
-                    *absolute.version_mut() = http::Version::HTTP_2;
-                    (sender.try_send_request(absolute).await, None)
+                    let result = sender.try_send_request(self.to_h2(req)).await;
+                    (result, None)
                 }
             };
             match result {
@@ -164,18 +162,36 @@ impl Pool {
                 }
                 Err(mut failed) => match failed.take_message() {
                     // Handed back unsent: the connection was closing. Try a fresh one.
-                    Some(unsent) if tries == 1 => req = unsent,
+                    Some(unsent) if tries == 1 => req = from_h2(unsent),
                     _ => return Err(SendError::Failed(failed.into_error())),
                 },
             }
         }
     }
 
-    /// `uri` (origin form) on this upstream's scheme and authority.
-    fn absolute(&self, uri: &Uri) -> Uri {
+    /// The request as HTTP/2 carries it: scheme and authority in the URI. The authority is
+    /// the client's (its Host), as an HTTP/1.1 upstream gets it, and the Host header goes:
+    /// RFC 9113 §8.3.1 forbids a Host that differs from `:authority`.
+    fn to_h2(&self, mut req: Request<RequestBody>) -> Request<RequestBody> {
         let mut parts = self.target.clone().into_parts();
-        parts.path_and_query = uri.path_and_query().cloned();
-        Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+        if let Some(host) = req.headers_mut().remove(http::header::HOST) {
+            match Authority::try_from(host.as_bytes()) {
+                // `:authority` never carries userinfo (RFC 9113 §8.3.1).
+                Ok(authority) if !authority.as_str().contains('@') => {
+                    parts.authority = Some(authority);
+                }
+                // Not an authority: left as a header for the upstream to judge.
+                _ => {
+                    req.headers_mut().insert(http::header::HOST, host);
+                }
+            }
+        }
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = http::Version::HTTP_2;
+        req
     }
 
     /// A connection ready for a request, if the pool has one.
@@ -240,6 +256,25 @@ impl Pool {
         });
         Ok(Sender::H1(sender))
     }
+}
+
+/// Undoes [`Pool::to_h2`] for a request handed back unsent, which may go out next on an
+/// HTTP/1.1 connection.
+fn from_h2(mut req: Request<RequestBody>) -> Request<RequestBody> {
+    if req.version() != http::Version::HTTP_2 {
+        return req;
+    }
+    if let Some(authority) = req.uri().authority()
+        && !req.headers().contains_key(http::header::HOST)
+        && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+    {
+        req.headers_mut().insert(http::header::HOST, host);
+    }
+    if let Some(path) = req.uri().path_and_query().cloned() {
+        *req.uri_mut() = Uri::from(path);
+    }
+    *req.version_mut() = http::Version::HTTP_11;
+    req
 }
 
 /// An upstream response body on its way to the client; at its end, the connection goes
