@@ -949,6 +949,17 @@ impl Ctx<'_> {
 
     fn store(&mut self, url: &Spanned<String>) -> Option<crate::store::StoreUrl> {
         let text = url.get_ref();
+        if text.starts_with("redis://") {
+            // Parsed as the client will read it, without connecting.
+            return match redis::IntoConnectionInfo::into_connection_info(text.as_str()) {
+                Ok(_) => Some(crate::store::StoreUrl::Redis(text.clone())),
+                // Not echoed: the URL may hold a password.
+                Err(e) => {
+                    self.error(url, "store.url", format!("not a Redis URL: {e}"));
+                    None
+                }
+            };
+        }
         match text.strip_prefix("sqlite://") {
             Some(path) if !path.is_empty() => Some(crate::store::StoreUrl::Sqlite(
                 // `sqlite:///abs/file.db` is absolute; `sqlite://data/file.db` relative to the
@@ -959,7 +970,9 @@ impl Ctx<'_> {
                 self.error(
                     url,
                     "store.url",
-                    format!("\"{text}\" is not a store URL; use \"sqlite://path/to/file.db\""),
+                    format!(
+                        "\"{text}\" is not a store URL; use \"sqlite://path/to/file.db\" or \"redis://host:port/db\""
+                    ),
                 );
                 None
             }

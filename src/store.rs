@@ -2,18 +2,22 @@
 //!
 //! The trait is synchronous on purpose: every backend call runs on the blocking pool
 //! (`spawn_blocking`), never on the async runtime, and SQLite (the embedded default) is a
-//! blocking library. A Redis backend for several replicas implements the same trait; its
-//! `revocations_since` cursor maps onto a stream, so callers do not change.
+//! blocking library. The Redis backend, for several replicas, implements the same trait;
+//! its `revocations_since` cursor is a counter on the server, so every replica's map
+//! follows every replica's revocations.
 //!
 //! Durability contract: when a method that revokes returns `Ok`, the revocation is on
-//! disk (SQLite in WAL mode with `synchronous = FULL`), so a crash right after cannot lose
-//! it. Callers write the store first, then the in-memory map, then answer the client.
+//! disk (SQLite in WAL mode with `synchronous = FULL`; Redis as its persistence is set up),
+//! so a crash of the gateway right after cannot lose it. Callers write the store first,
+//! then the in-memory map, then answer the client.
 
+mod redis;
 mod sqlite;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -108,14 +112,26 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// Where the store lives, from `[store] url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Sqlite(PathBuf),
+    /// `redis://host:port/db`, as the redis crate reads it; may hold a password.
+    Redis(String),
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            StoreUrl::Redis(_) => f.write_str("Redis(..)"),
+        }
+    }
 }
 
 /// Opens (and creates or migrates) the configured store.
 pub fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
     match url {
         StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+        StoreUrl::Redis(url) => Ok(Arc::new(RedisStore::open(url)?)),
     }
 }

@@ -1553,3 +1553,33 @@ fn an_issue_displays_as_file_line_key_message() {
         "gateway.toml:14: route[2].upstream: no upstream named \"ap\""
     );
 }
+
+#[test]
+fn a_redis_store_url_is_taken_and_a_bad_one_is_not_echoed() {
+    let dir = Dir::new();
+    let config = dir.ok(&format!(
+        "{BASE}\n[store]\nurl = \"redis://:s3cret@127.0.0.1:6379/2\"\n"
+    ));
+    assert_eq!(
+        config.store,
+        Some(crate::store::StoreUrl::Redis(
+            "redis://:s3cret@127.0.0.1:6379/2".into()
+        ))
+    );
+    let issues = dir.errors(&format!(
+        "{BASE}\n[store]\nurl = \"redis://:s3cret@127.0.0.1:notaport/0\"\n"
+    ));
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "store.url");
+    assert_eq!(issues[0].line, Some(17));
+    assert!(
+        issues[0].message.starts_with("not a Redis URL"),
+        "{issues:?}"
+    );
+    assert!(!issues[0].message.contains("s3cret"), "{issues:?}");
+    let issues = dir.errors(&format!("{BASE}\n[store]\nurl = \"postgres://x/y\"\n"));
+    assert!(
+        issues[0].message.contains("\"redis://host:port/db\""),
+        "{issues:?}"
+    );
+}

@@ -433,155 +433,18 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("data/authgate.db")).expect("open");
-        (dir, store)
-    }
-
-    fn user(name: &str) -> User {
-        User {
-            name: name.into(),
-            password_hash: "$argon2id$dummy".into(),
-            roles: vec!["a".into()],
-            disabled: false,
-            created_at: 1,
-            revoked_before: None,
-        }
-    }
-
-    fn token(jti: &str, family: &str) -> RefreshToken {
-        RefreshToken {
-            jti: jti.into(),
-            family: family.into(),
-            user: "alice".into(),
-            exp: 1000,
-        }
-    }
-
-    #[test]
-    fn users_are_unique_and_round_trip() {
-        let (_dir, store) = store();
-        store.create_user(&user("alice")).expect("create");
-        assert!(matches!(
-            store.create_user(&user("alice")),
-            Err(StoreError::Conflict)
-        ));
-        assert_eq!(store.user("alice").expect("read"), Some(user("alice")));
-        assert_eq!(
-            store.user("ALICE").expect("read"),
-            Some(user("alice")),
-            "names ignore case"
-        );
-        let mut shouting = user("ALICE");
-        shouting.created_at = 2;
-        assert!(matches!(
-            store.create_user(&shouting),
-            Err(StoreError::Conflict)
-        ));
-        store.revoke_user("alice", 7).expect("revoke");
-        assert_eq!(
-            store
-                .user("alice")
-                .expect("read")
-                .and_then(|u| u.revoked_before),
-            Some(7)
-        );
-        assert_eq!(store.user("bob").expect("read"), None);
-        assert!(store.set_disabled("alice", true).expect("disable"));
-        assert!(store.user("alice").expect("read").expect("user").disabled);
-        assert!(!store.set_password("bob", "x").expect("set"));
-    }
-
-    #[test]
-    fn rotation_spends_and_reuse_revokes_the_family() {
-        let (_dir, store) = store();
-        store.start_family(&token("r1", "f1"), 10).expect("start");
-        assert_eq!(
-            store.rotate("r1", "r2", 1000, 11).expect("rotate"),
-            Rotation::Rotated {
-                user: "alice".into()
-            }
-        );
-        assert_eq!(
-            store.rotate("r1", "r3", 1000, 12).expect("reuse"),
-            Rotation::Reused {
-                family: "f1".into(),
-                user: "alice".into()
-            }
-        );
-        // The newest token of the family is dead too.
-        assert_eq!(
-            store.rotate("r2", "r4", 1000, 13).expect("after"),
-            Rotation::Revoked
-        );
-        assert_eq!(
-            store.rotate("nope", "r5", 1000, 13).expect("unknown"),
-            Rotation::Unknown
-        );
-    }
-
-    #[test]
-    fn an_expired_refresh_token_does_not_rotate() {
-        let (_dir, store) = store();
-        store.start_family(&token("r1", "f1"), 10).expect("start");
-        assert_eq!(
-            store.rotate("r1", "r2", 2000, 1000).expect("rotate"),
-            Rotation::Unknown
-        );
-    }
-
-    #[test]
-    fn revocations_are_read_back_by_cursor_and_purged() {
-        let (_dir, store) = store();
-        store.start_family(&token("r1", "f1"), 10).expect("start");
-        store.revoke_token("j1", 100).expect("token");
-        store.revoke_user("alice", 50).expect("user");
-        let (all, cursor) = store.revocations_since(0).expect("read");
-        assert_eq!(
-            all,
-            vec![
-                Revocation::Token {
-                    jti: "j1".into(),
-                    exp: 100
-                },
-                Revocation::User {
-                    user: "alice".into(),
-                    before: 50
-                },
-            ]
-        );
-        assert_eq!(store.revocations_since(cursor).expect("read").0, vec![]);
-        assert_eq!(
-            store.rotate("r1", "r2", 1000, 60).expect("rotate"),
-            Rotation::Revoked
-        );
-        store.purge(101, 51).expect("purge");
-        assert_eq!(store.revocations_since(0).expect("read").0, vec![]);
-    }
-
-    #[test]
-    fn removing_a_user_revokes_its_tokens() {
-        let (_dir, store) = store();
-        store.create_user(&user("alice")).expect("create");
-        store.start_family(&token("r1", "f1"), 10).expect("start");
-        assert!(store.remove_user("alice", 20).expect("remove"));
-        assert!(!store.remove_user("alice", 20).expect("again"));
-        assert_eq!(
-            store.rotate("r1", "r2", 1000, 21).expect("rotate"),
-            Rotation::Revoked
-        );
-        assert_eq!(
-            store.revocations_since(0).expect("read").0,
-            vec![Revocation::User {
-                user: "alice".into(),
-                before: 20
-            }]
-        );
-    }
+    // The store contract itself is checked on every backend in tests/store.rs.
 
     #[test]
     fn the_schema_survives_reopening() {
+        let user = |name: &str| User {
+            name: name.into(),
+            password_hash: "$argon2id$dummy".into(),
+            roles: Vec::new(),
+            disabled: false,
+            created_at: 1,
+            revoked_before: None,
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.db");
         SqliteStore::open(&path)

@@ -1,0 +1,455 @@
+//! The shared store for several replicas: one Redis server (`redis://host:port/db`).
+//!
+//! Every operation that reads and writes is one Lua script, so it is atomic on the server
+//! the way the SQLite backend's transactions are: of two replicas refreshing the same
+//! token at once, exactly one sees it live. Revocations are a sorted set scored by a
+//! counter, which is the cursor `revocations_since` reads from, so each replica's map
+//! follows every other replica's revocations.
+//!
+//! Durability is the server's: with `appendonly yes` and `appendfsync always` an
+//! acknowledged revocation survives a crash of Redis as it survives one of the gateway.
+//! Keys are under `authgate:`; the scripts name some keys they derive, so this is for a
+//! single Redis server (or a primary with replicas), not Redis Cluster.
+
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use redis::{Connection, Script};
+
+use super::{RefreshToken, Revocation, Rotation, Store, StoreError, User};
+
+/// Connecting and each command: a store that does not answer within this is unavailable
+/// (503), as a locked SQLite file is after its busy timeout.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+const USERS: &str = "authgate:users";
+const REVOCATIONS: &str = "authgate:revocations";
+
+/// Users are keyed by their name folded to lower case: unique regardless of case, as in
+/// the SQLite backend (`COLLATE NOCASE` folds ASCII).
+fn user_key(name: &str) -> String {
+    format!("authgate:user:{}", name.to_ascii_lowercase())
+}
+
+fn token_key(jti: &str) -> String {
+    format!("authgate:refresh:{jti}")
+}
+
+/// Shared by the scripts that revoke a user: records the revocation, keeps the user's
+/// latest `revoked_before`, and revokes every refresh family of the user.
+const REVOKE_USER_LUA: &str = r#"
+local function revoke_user(user, before)
+  local seq = redis.call('INCR', 'authgate:revocation_seq')
+  redis.call('ZADD', 'authgate:revocations', seq, seq .. '|u|' .. before .. '|' .. user)
+  local key = 'authgate:user_revoked:' .. user
+  local current = redis.call('GET', key)
+  if not current or tonumber(current) < before then
+    redis.call('SET', key, before)
+  end
+  for _, family in ipairs(redis.call('SMEMBERS', 'authgate:user_families:' .. user)) do
+    local fkey = 'authgate:family:' .. family
+    if redis.call('EXISTS', fkey) == 1 then
+      redis.call('HSETNX', fkey, 'revoked_at', before)
+    end
+  end
+end
+"#;
+
+/// A user as six strings: name, hash, roles (JSON), disabled, created_at, revoked_before
+/// (empty when never revoked).
+const READ_USER_LUA: &str = r#"
+local function read_user(key)
+  local u = redis.call('HMGET', key, 'name', 'hash', 'roles', 'disabled', 'created_at')
+  if not u[1] then return nil end
+  local revoked = redis.call('GET', 'authgate:user_revoked:' .. u[1]) or ''
+  return {u[1], u[2], u[3], u[4], u[5], revoked}
+end
+"#;
+
+static CREATE_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'hash', ARGV[2], 'roles', ARGV[3],
+           'disabled', ARGV[4], 'created_at', ARGV[5])
+redis.call('SADD', KEYS[2], KEYS[1])
+return 1
+"#,
+    )
+});
+
+static USER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{READ_USER_LUA}\nreturn read_user(KEYS[1])")));
+
+static ALL_USERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{READ_USER_LUA}
+local all = {{}}
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local u = read_user(key)
+  if u then for _, field in ipairs(u) do table.insert(all, field) end end
+end
+return all
+"#
+    ))
+});
+
+static REMOVE_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{REVOKE_USER_LUA}
+local name = redis.call('HGET', KEYS[1], 'name')
+if not name then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], KEYS[1])
+revoke_user(name, tonumber(ARGV[1]))
+return 1
+"#
+    ))
+});
+
+/// Sets one field of an existing user; 0 if there is no such user.
+static SET_USER_FIELD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
+static START_FAMILY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local fkey = 'authgate:family:' .. ARGV[1]
+redis.call('HSET', fkey, 'user', ARGV[2], 'created_at', ARGV[4])
+redis.call('EXPIREAT', fkey, tonumber(ARGV[3]) + 1)
+redis.call('SADD', 'authgate:user_families:' .. ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'family', ARGV[1], 'exp', ARGV[3])
+redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[3]) + 1)
+"#,
+    )
+});
+
+/// The same decisions, in the same order, as the SQLite backend's `rotate`.
+static ROTATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[2])
+local t = redis.call('HMGET', KEYS[1], 'family', 'exp', 'spent_at')
+if not t[1] then return {'unknown'} end
+local fkey = 'authgate:family:' .. t[1]
+local f = redis.call('HMGET', fkey, 'user', 'revoked_at')
+if not f[1] then return {'unknown'} end
+if f[2] then return {'revoked'} end
+if t[3] then
+  redis.call('HSET', fkey, 'revoked_at', now)
+  return {'reused', t[1], f[1]}
+end
+if tonumber(t[2]) <= now then return {'unknown'} end
+redis.call('HSET', KEYS[1], 'spent_at', now)
+redis.call('HSET', KEYS[2], 'family', t[1], 'exp', ARGV[1])
+redis.call('EXPIREAT', KEYS[2], tonumber(ARGV[1]) + 1)
+redis.call('EXPIREAT', fkey, tonumber(ARGV[1]) + 1, 'GT')
+return {'rotated', f[1]}
+"#,
+    )
+});
+
+static REVOKE_FAMILY_OF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local family = redis.call('HGET', KEYS[1], 'family')
+if not family then return nil end
+local fkey = 'authgate:family:' .. family
+local user = redis.call('HGET', fkey, 'user')
+if not user then return nil end
+redis.call('HSETNX', fkey, 'revoked_at', ARGV[1])
+return user
+"#,
+    )
+});
+
+static REVOKE_TOKEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local seq = redis.call('INCR', 'authgate:revocation_seq')
+redis.call('ZADD', 'authgate:revocations', seq, seq .. '|t|' .. ARGV[2] .. '|' .. ARGV[1])
+"#,
+    )
+});
+
+static REVOKE_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{REVOKE_USER_LUA}\nrevoke_user(ARGV[1], tonumber(ARGV[2]))"
+    ))
+});
+
+/// Forgets token revocations past their `exp`, user revocations older than the horizon,
+/// and the family ids of users whose families have expired.
+static PURGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now, horizon = tonumber(ARGV[1]), tonumber(ARGV[2])
+for _, m in ipairs(redis.call('ZRANGE', 'authgate:revocations', 0, -1)) do
+  local kind, untl, subject = string.match(m, '^%d+|(%a)|(-?%d+)|(.*)$')
+  untl = tonumber(untl)
+  if kind == 't' and untl < now then
+    redis.call('ZREM', 'authgate:revocations', m)
+  elseif kind == 'u' and untl < horizon then
+    redis.call('ZREM', 'authgate:revocations', m)
+    local key = 'authgate:user_revoked:' .. subject
+    local current = redis.call('GET', key)
+    if current and tonumber(current) < horizon then redis.call('DEL', key) end
+  end
+end
+local cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', 'authgate:user_families:*', 'COUNT', 500)
+  cursor = page[1]
+  for _, set in ipairs(page[2]) do
+    for _, family in ipairs(redis.call('SMEMBERS', set)) do
+      if redis.call('EXISTS', 'authgate:family:' .. family) == 0 then
+        redis.call('SREM', set, family)
+      end
+    end
+  end
+until cursor == '0'
+"#,
+    )
+});
+
+pub struct RedisStore {
+    client: redis::Client,
+    /// One connection, made again after any failure; calls come from the blocking pool.
+    conn: Mutex<Option<Connection>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the client: its connection info may hold a password.
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn number(text: &str) -> i64 {
+    text.parse().unwrap_or(0)
+}
+
+impl RedisStore {
+    /// Connects, so a wrong address is reported at start.
+    pub fn open(url: &str) -> Result<RedisStore, StoreError> {
+        let store = RedisStore {
+            client: redis::Client::open(url).map_err(unavailable)?,
+            conn: Mutex::new(None),
+        };
+        store.ping()?;
+        Ok(store)
+    }
+
+    /// Runs `f` on the connection, connecting first if there is none. A failed call drops
+    /// the connection: it may be broken, and a reply may be pending on it. Nothing is
+    /// retried, since a script may have run even though its reply was lost.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let conn = self
+                .client
+                .get_connection_with_timeout(TIMEOUT)
+                .map_err(unavailable)?;
+            conn.set_read_timeout(Some(TIMEOUT)).map_err(unavailable)?;
+            conn.set_write_timeout(Some(TIMEOUT)).map_err(unavailable)?;
+            *slot = Some(conn);
+        }
+        let conn = slot.as_mut().expect("a connection was just made");
+        let result = f(conn);
+        if result.is_err() {
+            *slot = None;
+        }
+        result.map_err(unavailable)
+    }
+}
+
+/// A user from the six strings `READ_USER_LUA` returns.
+fn user_from(fields: &[String]) -> Option<User> {
+    let [name, hash, roles, disabled, created_at, revoked] = fields else {
+        return None;
+    };
+    Some(User {
+        name: name.clone(),
+        password_hash: hash.clone(),
+        roles: serde_json::from_str(roles).unwrap_or_default(),
+        disabled: disabled == "1",
+        created_at: number(created_at),
+        revoked_before: (!revoked.is_empty()).then(|| number(revoked)),
+    })
+}
+
+impl Store for RedisStore {
+    fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let roles = serde_json::to_string(&user.roles).unwrap_or_else(|_| "[]".into());
+        let created: i64 = self.with(|c| {
+            CREATE_USER
+                .key(user_key(&user.name))
+                .key(USERS)
+                .arg(&user.name)
+                .arg(&user.password_hash)
+                .arg(roles)
+                .arg(u8::from(user.disabled))
+                .arg(user.created_at)
+                .invoke(c)
+        })?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        let fields: Option<Vec<String>> = self.with(|c| USER.key(user_key(name)).invoke(c))?;
+        Ok(fields.as_deref().and_then(user_from))
+    }
+
+    fn users(&self) -> Result<Vec<User>, StoreError> {
+        let fields: Vec<String> = self.with(|c| ALL_USERS.key(USERS).invoke(c))?;
+        let mut users: Vec<User> = fields.chunks(6).filter_map(user_from).collect();
+        users.sort_by_key(|u| u.name.to_ascii_lowercase());
+        Ok(users)
+    }
+
+    fn remove_user(&self, name: &str, before: i64) -> Result<bool, StoreError> {
+        let removed: i64 = self.with(|c| {
+            REMOVE_USER
+                .key(user_key(name))
+                .key(USERS)
+                .arg(before)
+                .invoke(c)
+        })?;
+        Ok(removed == 1)
+    }
+
+    fn set_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let set: i64 = self.with(|c| {
+            SET_USER_FIELD
+                .key(user_key(name))
+                .arg("hash")
+                .arg(password_hash)
+                .invoke(c)
+        })?;
+        Ok(set == 1)
+    }
+
+    fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        let set: i64 = self.with(|c| {
+            SET_USER_FIELD
+                .key(user_key(name))
+                .arg("disabled")
+                .arg(u8::from(disabled))
+                .invoke(c)
+        })?;
+        Ok(set == 1)
+    }
+
+    fn start_family(&self, first: &RefreshToken, now: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            START_FAMILY
+                .key(token_key(&first.jti))
+                .arg(&first.family)
+                .arg(&first.user)
+                .arg(first.exp)
+                .arg(now)
+                .invoke::<()>(c)
+        })
+    }
+
+    fn rotate(
+        &self,
+        presented: &str,
+        next_jti: &str,
+        next_exp: i64,
+        now: i64,
+    ) -> Result<Rotation, StoreError> {
+        let outcome: Vec<String> = self.with(|c| {
+            ROTATE
+                .key(token_key(presented))
+                .key(token_key(next_jti))
+                .arg(next_exp)
+                .arg(now)
+                .invoke(c)
+        })?;
+        Ok(match outcome.as_slice() {
+            [kind, user] if kind == "rotated" => Rotation::Rotated { user: user.clone() },
+            [kind, family, user] if kind == "reused" => Rotation::Reused {
+                family: family.clone(),
+                user: user.clone(),
+            },
+            [kind] if kind == "revoked" => Rotation::Revoked,
+            _ => Rotation::Unknown,
+        })
+    }
+
+    fn revoke_family_of(&self, jti: &str, now: i64) -> Result<Option<String>, StoreError> {
+        self.with(|c| REVOKE_FAMILY_OF.key(token_key(jti)).arg(now).invoke(c))
+    }
+
+    fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), StoreError> {
+        self.with(|c| REVOKE_TOKEN.arg(jti).arg(exp).invoke::<()>(c))
+    }
+
+    fn revoke_user(&self, user: &str, before: i64) -> Result<(), StoreError> {
+        self.with(|c| REVOKE_USER.arg(user).arg(before).invoke::<()>(c))
+    }
+
+    fn revocations_since(&self, cursor: i64) -> Result<(Vec<Revocation>, i64), StoreError> {
+        let members: Vec<String> = self.with(|c| {
+            redis::cmd("ZRANGE")
+                .arg(REVOCATIONS)
+                .arg(format!("({cursor}"))
+                .arg("+inf")
+                .arg("BYSCORE")
+                .query(c)
+        })?;
+        let mut next = cursor;
+        let mut found = Vec::with_capacity(members.len());
+        for member in &members {
+            // `seq|kind|until|subject`; the subject last, as it may hold anything.
+            let mut fields = member.splitn(4, '|');
+            let (Some(seq), Some(kind), Some(until), Some(subject)) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            next = next.max(number(seq));
+            let (until, subject) = (number(until), subject.to_owned());
+            found.push(if kind == "u" {
+                Revocation::User {
+                    user: subject,
+                    before: until,
+                }
+            } else {
+                Revocation::Token {
+                    jti: subject,
+                    exp: until,
+                }
+            });
+        }
+        Ok((found, next))
+    }
+
+    fn purge(&self, now: i64, user_horizon: i64) -> Result<(), StoreError> {
+        self.with(|c| PURGE.arg(now).arg(user_horizon).invoke::<()>(c))
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| redis::cmd("PING").query::<String>(c))
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,311 @@
+//! The store contract, checked on both backends: the embedded SQLite file and a real
+//! `redis-server` (started per test on a free port). Whatever the gateway relies on —
+//! unique names regardless of case, rotation with reuse detection, revocations read back
+//! by cursor and purged — holds for each.
+
+mod common;
+
+use std::sync::Arc;
+
+use authgate::store::{
+    RefreshToken, Revocation, Rotation, Store, StoreError, StoreUrl, User, open,
+};
+use common::RedisServer;
+
+/// What keeps a backend alive for one test.
+enum Backing {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Redis(#[allow(dead_code)] RedisServer),
+}
+
+/// A fresh store of each backend, named for the failure messages.
+fn backends() -> Vec<(&'static str, Arc<dyn Store>, Backing)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = open(&StoreUrl::Sqlite(dir.path().join("data/authgate.db"))).expect("sqlite");
+    let redis = RedisServer::start();
+    let shared = open(&StoreUrl::Redis(redis.url())).expect("redis");
+    vec![
+        ("sqlite", sqlite, Backing::Sqlite(dir)),
+        ("redis", shared, Backing::Redis(redis)),
+    ]
+}
+
+fn user(name: &str) -> User {
+    User {
+        name: name.into(),
+        password_hash: "$argon2id$dummy".into(),
+        roles: vec!["a".into()],
+        disabled: false,
+        created_at: 1,
+        revoked_before: None,
+    }
+}
+
+fn token(jti: &str, family: &str) -> RefreshToken {
+    RefreshToken {
+        jti: jti.into(),
+        family: family.into(),
+        user: "alice".into(),
+        // Far in the future: Redis expires keys by the wall clock.
+        exp: 4_000_000_000,
+    }
+}
+
+const LATER: i64 = 4_000_000_000;
+
+#[test]
+fn users_are_unique_regardless_of_case_and_round_trip() {
+    for (backend, store, _keep) in backends() {
+        store.create_user(&user("alice")).expect("create");
+        assert!(
+            matches!(store.create_user(&user("alice")), Err(StoreError::Conflict)),
+            "{backend}"
+        );
+        assert_eq!(
+            store.user("alice").expect("read"),
+            Some(user("alice")),
+            "{backend}"
+        );
+        assert_eq!(
+            store.user("ALICE").expect("read"),
+            Some(user("alice")),
+            "{backend}: names ignore case"
+        );
+        let mut shouting = user("ALICE");
+        shouting.created_at = 2;
+        assert!(
+            matches!(store.create_user(&shouting), Err(StoreError::Conflict)),
+            "{backend}"
+        );
+        store.revoke_user("alice", 7).expect("revoke");
+        assert_eq!(
+            store
+                .user("alice")
+                .expect("read")
+                .and_then(|u| u.revoked_before),
+            Some(7),
+            "{backend}"
+        );
+        assert_eq!(store.user("bob").expect("read"), None, "{backend}");
+        assert!(
+            store.set_disabled("alice", true).expect("disable"),
+            "{backend}"
+        );
+        assert!(
+            store.user("alice").expect("read").expect("user").disabled,
+            "{backend}"
+        );
+        assert!(
+            store.set_password("alice", "$argon2id$new").expect("set"),
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .user("alice")
+                .expect("read")
+                .expect("user")
+                .password_hash,
+            "$argon2id$new",
+            "{backend}"
+        );
+        assert!(!store.set_password("bob", "x").expect("set"), "{backend}");
+        store.create_user(&user("Carol")).expect("create");
+        let names: Vec<String> = store
+            .users()
+            .expect("list")
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, ["alice", "Carol"], "{backend}");
+    }
+}
+
+#[test]
+fn rotation_spends_and_reuse_revokes_the_family() {
+    for (backend, store, _keep) in backends() {
+        store.start_family(&token("r1", "f1"), 10).expect("start");
+        assert_eq!(
+            store.rotate("r1", "r2", LATER, 11).expect("rotate"),
+            Rotation::Rotated {
+                user: "alice".into()
+            },
+            "{backend}"
+        );
+        assert_eq!(
+            store.rotate("r1", "r3", LATER, 12).expect("reuse"),
+            Rotation::Reused {
+                family: "f1".into(),
+                user: "alice".into()
+            },
+            "{backend}"
+        );
+        // The newest token of the family is dead too.
+        assert_eq!(
+            store.rotate("r2", "r4", LATER, 13).expect("after"),
+            Rotation::Revoked,
+            "{backend}"
+        );
+        assert_eq!(
+            store.rotate("nope", "r5", LATER, 13).expect("unknown"),
+            Rotation::Unknown,
+            "{backend}"
+        );
+        // Logout: the family of a live token.
+        store.start_family(&token("s1", "f2"), 20).expect("start");
+        assert_eq!(
+            store.revoke_family_of("s1", 21).expect("revoke"),
+            Some("alice".into()),
+            "{backend}"
+        );
+        assert_eq!(
+            store.rotate("s1", "s2", LATER, 22).expect("rotate"),
+            Rotation::Revoked
+        );
+        assert_eq!(
+            store.revoke_family_of("nope", 21).expect("revoke"),
+            None,
+            "{backend}"
+        );
+    }
+}
+
+#[test]
+fn an_expired_refresh_token_does_not_rotate() {
+    for (backend, store, _keep) in backends() {
+        let mut short = token("r1", "f1");
+        short.exp = 4_000_000_000 - 10;
+        store.start_family(&short, 10).expect("start");
+        assert_eq!(
+            store.rotate("r1", "r2", LATER, short.exp).expect("rotate"),
+            Rotation::Unknown,
+            "{backend}"
+        );
+    }
+}
+
+#[test]
+fn two_replicas_refreshing_one_token_at_once_get_one_rotation() {
+    for (backend, store, _keep) in backends() {
+        for round in 0..20 {
+            let (jti, family) = (format!("r{round}"), format!("f{round}"));
+            store
+                .start_family(&token(&jti, &family), 10)
+                .expect("start");
+            let outcomes: Vec<Rotation> = std::thread::scope(|scope| {
+                let racers: Vec<_> = (0..2)
+                    .map(|i| {
+                        let (store, jti) = (store.clone(), jti.clone());
+                        scope.spawn(move || {
+                            store
+                                .rotate(&jti, &format!("{jti}-next{i}"), LATER, 11)
+                                .expect("rotate")
+                        })
+                    })
+                    .collect();
+                racers
+                    .into_iter()
+                    .map(|r| r.join().expect("join"))
+                    .collect()
+            });
+            let rotated = outcomes
+                .iter()
+                .filter(|o| matches!(o, Rotation::Rotated { .. }))
+                .count();
+            assert_eq!(rotated, 1, "{backend}: {outcomes:?}");
+        }
+    }
+}
+
+#[test]
+fn revocations_are_read_back_by_cursor_and_purged() {
+    for (backend, store, _keep) in backends() {
+        store.start_family(&token("r1", "f1"), 10).expect("start");
+        store.revoke_token("j1", 100).expect("token");
+        store.revoke_user("alice", 50).expect("user");
+        let (all, cursor) = store.revocations_since(0).expect("read");
+        assert_eq!(
+            all,
+            vec![
+                Revocation::Token {
+                    jti: "j1".into(),
+                    exp: 100
+                },
+                Revocation::User {
+                    user: "alice".into(),
+                    before: 50
+                },
+            ],
+            "{backend}"
+        );
+        assert_eq!(
+            store.revocations_since(cursor).expect("read").0,
+            vec![],
+            "{backend}"
+        );
+        store.revoke_token("j2", 300).expect("token");
+        assert_eq!(
+            store.revocations_since(cursor).expect("read").0,
+            vec![Revocation::Token {
+                jti: "j2".into(),
+                exp: 300
+            }],
+            "{backend}: only what came after the cursor"
+        );
+        assert_eq!(
+            store.rotate("r1", "r2", LATER, 60).expect("rotate"),
+            Rotation::Revoked,
+            "{backend}"
+        );
+        store.purge(101, 51).expect("purge");
+        assert_eq!(
+            store.revocations_since(0).expect("read").0,
+            vec![Revocation::Token {
+                jti: "j2".into(),
+                exp: 300
+            }],
+            "{backend}"
+        );
+    }
+}
+
+#[test]
+fn removing_a_user_revokes_its_tokens() {
+    for (backend, store, _keep) in backends() {
+        store.create_user(&user("alice")).expect("create");
+        store.start_family(&token("r1", "f1"), 10).expect("start");
+        assert!(store.remove_user("alice", 20).expect("remove"), "{backend}");
+        assert!(!store.remove_user("alice", 20).expect("again"), "{backend}");
+        assert_eq!(store.user("alice").expect("read"), None, "{backend}");
+        assert!(store.users().expect("list").is_empty(), "{backend}");
+        assert_eq!(
+            store.rotate("r1", "r2", LATER, 21).expect("rotate"),
+            Rotation::Revoked,
+            "{backend}"
+        );
+        assert_eq!(
+            store.revocations_since(0).expect("read").0,
+            vec![Revocation::User {
+                user: "alice".into(),
+                before: 20
+            }],
+            "{backend}"
+        );
+    }
+}
+
+#[test]
+fn a_redis_that_is_gone_is_unavailable() {
+    let redis = RedisServer::start();
+    let store = open(&StoreUrl::Redis(redis.url())).expect("redis");
+    store.ping().expect("ping");
+    drop(redis);
+    assert!(matches!(store.ping(), Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        store.create_user(&user("alice")),
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(
+        open(&StoreUrl::Redis("redis://127.0.0.1:1/0".into())).is_err(),
+        "a store nobody answers is an error at start"
+    );
+}
