@@ -309,3 +309,31 @@ fn a_redis_that_is_gone_is_unavailable() {
         "a store nobody answers is an error at start"
     );
 }
+
+#[test]
+fn a_family_lives_as_long_as_its_newest_token() {
+    for (backend, store, _keep) in backends() {
+        let now = authgate::credentials::now_secs();
+        // The first token expires in a second; its successor an hour later.
+        let mut first = token("r1", "f1");
+        first.exp = now + 1;
+        store.start_family(&first, now).expect("start");
+        assert_eq!(
+            store.rotate("r1", "r2", now + 3600, now).expect("rotate"),
+            Rotation::Rotated {
+                user: "alice".into()
+            },
+            "{backend}"
+        );
+        // Past the first token's expiry (Redis expires keys by its own clock).
+        std::thread::sleep(std::time::Duration::from_millis(2200));
+        let later = authgate::credentials::now_secs();
+        assert_eq!(
+            store.rotate("r2", "r3", now + 3600, later).expect("rotate"),
+            Rotation::Rotated {
+                user: "alice".into()
+            },
+            "{backend}: the family outlived its first token"
+        );
+    }
+}

@@ -9,7 +9,8 @@
 //! Durability is the server's: with `appendonly yes` and `appendfsync always` an
 //! acknowledged revocation survives a crash of Redis as it survives one of the gateway.
 //! Keys are under `authgate:`; the scripts name some keys they derive, so this is for a
-//! single Redis server (or a primary with replicas), not Redis Cluster.
+//! single Redis server (or a primary with replicas), not Redis Cluster. Commands are those
+//! of Redis 5 and later; the tests run Redis 7.
 
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
@@ -122,7 +123,7 @@ static START_FAMILY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local fkey = 'authgate:family:' .. ARGV[1]
-redis.call('HSET', fkey, 'user', ARGV[2], 'created_at', ARGV[4])
+redis.call('HSET', fkey, 'user', ARGV[2], 'created_at', ARGV[4], 'max_exp', ARGV[3])
 redis.call('EXPIREAT', fkey, tonumber(ARGV[3]) + 1)
 redis.call('SADD', 'authgate:user_families:' .. ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'family', ARGV[1], 'exp', ARGV[3])
@@ -150,7 +151,11 @@ if tonumber(t[2]) <= now then return {'unknown'} end
 redis.call('HSET', KEYS[1], 'spent_at', now)
 redis.call('HSET', KEYS[2], 'family', t[1], 'exp', ARGV[1])
 redis.call('EXPIREAT', KEYS[2], tonumber(ARGV[1]) + 1)
-redis.call('EXPIREAT', fkey, tonumber(ARGV[1]) + 1, 'GT')
+-- The family lives as long as its longest-lived token (no EXPIREAT GT: Redis 7 only).
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', fkey, 'max_exp') or 0) then
+  redis.call('HSET', fkey, 'max_exp', ARGV[1])
+  redis.call('EXPIREAT', fkey, tonumber(ARGV[1]) + 1)
+end
 return {'rotated', f[1]}
 "#,
     )
@@ -410,11 +415,10 @@ impl Store for RedisStore {
 
     fn revocations_since(&self, cursor: i64) -> Result<(Vec<Revocation>, i64), StoreError> {
         let members: Vec<String> = self.with(|c| {
-            redis::cmd("ZRANGE")
+            redis::cmd("ZRANGEBYSCORE")
                 .arg(REVOCATIONS)
                 .arg(format!("({cursor}"))
                 .arg("+inf")
-                .arg("BYSCORE")
                 .query(c)
         })?;
         let mut next = cursor;
