@@ -967,12 +967,16 @@ impl Ctx<'_> {
                 values::resolve(&self.base, path),
             )),
             _ => {
+                // Only the scheme is echoed: the rest may hold a password.
+                let what = match text.split_once("://") {
+                    Some(("rediss", _)) => "rediss:// (Redis over TLS) is not supported".into(),
+                    Some((scheme, _)) => format!("\"{scheme}://\" is not a store URL"),
+                    None => "not a store URL".to_owned(),
+                };
                 self.error(
                     url,
                     "store.url",
-                    format!(
-                        "\"{text}\" is not a store URL; use \"sqlite://path/to/file.db\" or \"redis://host:port/db\""
-                    ),
+                    format!("{what}; use \"sqlite://path/to/file.db\" or \"redis://host:port/db\""),
                 );
                 None
             }

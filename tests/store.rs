@@ -311,29 +311,128 @@ fn a_redis_that_is_gone_is_unavailable() {
 }
 
 #[test]
-fn a_family_lives_as_long_as_its_newest_token() {
+fn families_outlive_their_first_token_and_spent_tokens_stay_known_past_exp() {
     for (backend, store, _keep) in backends() {
         let now = authgate::credentials::now_secs();
-        // The first token expires in a second; its successor an hour later.
-        let mut first = token("r1", "f1");
-        first.exp = now + 1;
-        store.start_family(&first, now).expect("start");
-        assert_eq!(
-            store.rotate("r1", "r2", now + 3600, now).expect("rotate"),
-            Rotation::Rotated {
-                user: "alice".into()
-            },
-            "{backend}"
-        );
-        // Past the first token's expiry (Redis expires keys by its own clock).
+        // Two families whose first tokens expire in a second; their successors an hour later.
+        for (first, family) in [("r1", "f1"), ("s1", "f2")] {
+            let mut token = token(first, family);
+            token.exp = now + 1;
+            store.start_family(&token, now).expect("start");
+            assert_eq!(
+                store
+                    .rotate(first, &format!("{first}-next"), now + 3600, now)
+                    .expect("rotate"),
+                Rotation::Rotated {
+                    user: "alice".into()
+                },
+                "{backend}"
+            );
+        }
+        // Past the first tokens' expiry (Redis expires keys by its own clock).
         std::thread::sleep(std::time::Duration::from_millis(2200));
         let later = authgate::credentials::now_secs();
         assert_eq!(
-            store.rotate("r2", "r3", now + 3600, later).expect("rotate"),
+            store
+                .rotate("r1-next", "r3", now + 3600, later)
+                .expect("rotate"),
             Rotation::Rotated {
                 user: "alice".into()
             },
             "{backend}: the family outlived its first token"
         );
+        // A spent token replayed just after its exp (the verifier's leeway still takes it)
+        // is a reuse, not an unknown token: the family dies.
+        assert_eq!(
+            store.rotate("s1", "s3", now + 3600, later).expect("reuse"),
+            Rotation::Reused {
+                family: "f2".into(),
+                user: "alice".into()
+            },
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .rotate("s1-next", "s4", now + 3600, later)
+                .expect("rotate"),
+            Rotation::Revoked,
+            "{backend}"
+        );
     }
+}
+
+#[test]
+fn a_redis_family_is_kept_as_long_as_its_newest_token() {
+    let redis = RedisServer::start();
+    let store = open(&StoreUrl::Redis(redis.url())).expect("redis");
+    let now = authgate::credentials::now_secs();
+    let mut first = token("r1", "f1");
+    first.exp = now + 10;
+    store.start_family(&first, now).expect("start");
+    store
+        .rotate("r1", "r2", now + 30 * 86_400, now)
+        .expect("rotate");
+    let mut conn = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("authgate:family:f1")
+        .query(&mut conn)
+        .expect("ttl");
+    assert!(
+        ttl > 30 * 86_400 - 60,
+        "the family expires with its first token: ttl {ttl}"
+    );
+}
+
+#[test]
+fn a_redis_that_lost_its_data_is_read_again_from_the_start() {
+    let redis = RedisServer::start();
+    let store = open(&StoreUrl::Redis(redis.url())).expect("redis");
+    for i in 0..5 {
+        store.revoke_token(&format!("j{i}"), LATER).expect("revoke");
+    }
+    let (_, cursor) = store.revocations_since(0).expect("read");
+    assert_eq!(cursor, 5);
+    // A restart without persistence, or a failover to a replica that was behind.
+    let mut conn = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    redis::cmd("FLUSHALL")
+        .query::<()>(&mut conn)
+        .expect("flushall");
+    store.revoke_user("alice", 9).expect("revoke");
+    assert_eq!(
+        store.revocations_since(cursor).expect("read"),
+        (
+            vec![Revocation::User {
+                user: "alice".into(),
+                before: 9
+            }],
+            1
+        ),
+        "a revocation written after the loss is not skipped"
+    );
+}
+
+#[test]
+fn a_stalled_redis_costs_each_call_its_own_timeout() {
+    let redis = RedisServer::start();
+    let store = open(&StoreUrl::Redis(redis.url())).expect("redis");
+    redis.signal("STOP");
+    let started = std::time::Instant::now();
+    let results: Vec<bool> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| store.ping().is_err()))
+            .collect();
+        calls.into_iter().map(|c| c.join().expect("join")).collect()
+    });
+    let took = started.elapsed();
+    redis.signal("CONT");
+    assert_eq!(results, [true; 4], "a stalled store is unavailable");
+    // Each call waits for its own 2 s timeout; queued behind one another they took 8 s+.
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "the calls queued: {took:?}"
+    );
 }

@@ -1577,9 +1577,25 @@ fn a_redis_store_url_is_taken_and_a_bad_one_is_not_echoed() {
         "{issues:?}"
     );
     assert!(!issues[0].message.contains("s3cret"), "{issues:?}");
-    let issues = dir.errors(&format!("{BASE}\n[store]\nurl = \"postgres://x/y\"\n"));
-    assert!(
-        issues[0].message.contains("\"redis://host:port/db\""),
-        "{issues:?}"
-    );
+    for (url, says) in [
+        (
+            "postgres://u:s3cret@x/y",
+            "\"postgres://\" is not a store URL",
+        ),
+        (
+            "rediss://:s3cret@x:6379/0",
+            "rediss:// (Redis over TLS) is not supported",
+        ),
+        ("s3cret", "not a store URL"),
+    ] {
+        let issues = dir.errors(&format!("{BASE}\n[store]\nurl = \"{url}\"\n"));
+        assert!(issues[0].message.starts_with(says), "{issues:?}");
+        assert!(
+            issues[0]
+                .message
+                .ends_with("use \"sqlite://path/to/file.db\" or \"redis://host:port/db\""),
+            "{issues:?}"
+        );
+        assert!(!issues[0].message.contains("s3cret"), "{issues:?}");
+    }
 }

@@ -4,7 +4,10 @@
 //! the way the SQLite backend's transactions are: of two replicas refreshing the same
 //! token at once, exactly one sees it live. Revocations are a sorted set scored by a
 //! counter, which is the cursor `revocations_since` reads from, so each replica's map
-//! follows every other replica's revocations.
+//! follows every other replica's revocations; a counter found below a replica's cursor
+//! (Redis lost its data, or failed over to a replica that was behind) makes it read
+//! everything again. Purging walks only what expired, through indexes scored by time,
+//! and one replica at a time does it.
 //!
 //! Durability is the server's: with `appendonly yes` and `appendfsync always` an
 //! acknowledged revocation survives a crash of Redis as it survives one of the gateway.
@@ -22,9 +25,14 @@ use super::{RefreshToken, Revocation, Rotation, Store, StoreError, User};
 /// Connecting and each command: a store that does not answer within this is unavailable
 /// (503), as a locked SQLite file is after its busy timeout.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle connections kept for the next calls; calls run in parallel, each on its own.
+const MAX_IDLE: usize = 8;
+/// How long refresh tokens and families are kept after their `exp`: a spent token must
+/// still be recognized (reuse detection) while the verifier's leeway accepts it, as the
+/// SQLite backend keeps it until a purge at `now - leeway`. A day covers any sane leeway.
+const RETAIN_AFTER_EXP: i64 = 86_400;
 
 const USERS: &str = "authgate:users";
-const REVOCATIONS: &str = "authgate:revocations";
 
 /// Users are keyed by their name folded to lower case: unique regardless of case, as in
 /// the SQLite backend (`COLLATE NOCASE` folds ASCII).
@@ -41,13 +49,15 @@ fn token_key(jti: &str) -> String {
 const REVOKE_USER_LUA: &str = r#"
 local function revoke_user(user, before)
   local seq = redis.call('INCR', 'authgate:revocation_seq')
-  redis.call('ZADD', 'authgate:revocations', seq, seq .. '|u|' .. before .. '|' .. user)
+  local member = seq .. '|u|' .. before .. '|' .. user
+  redis.call('ZADD', 'authgate:revocations', seq, member)
+  redis.call('ZADD', 'authgate:revoked_users_by_before', before, member)
   local key = 'authgate:user_revoked:' .. user
   local current = redis.call('GET', key)
   if not current or tonumber(current) < before then
     redis.call('SET', key, before)
   end
-  for _, family in ipairs(redis.call('SMEMBERS', 'authgate:user_families:' .. user)) do
+  for _, family in ipairs(redis.call('ZRANGE', 'authgate:user_families:' .. user, 0, -1)) do
     local fkey = 'authgate:family:' .. family
     if redis.call('EXISTS', fkey) == 1 then
       redis.call('HSETNX', fkey, 'revoked_at', before)
@@ -119,46 +129,57 @@ return 1
     )
 });
 
+/// Keeps a family, and its id in the user's set, as long as its newest token (plus the
+/// retention); the user's set drops the ids of families gone by `now`.
+const KEEP_FAMILY_LUA: &str = r#"
+local function keep_family(family, user, exp, now, retain)
+  local fkey = 'authgate:family:' .. family
+  if exp > tonumber(redis.call('HGET', fkey, 'max_exp') or 0) then
+    redis.call('HSET', fkey, 'max_exp', exp)
+    redis.call('EXPIREAT', fkey, exp + retain)
+    local set = 'authgate:user_families:' .. user
+    redis.call('ZADD', set, exp + retain, family)
+    redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. now)
+    redis.call('EXPIREAT', set, exp + retain)
+  end
+end
+"#;
+
 static START_FAMILY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local fkey = 'authgate:family:' .. ARGV[1]
-redis.call('HSET', fkey, 'user', ARGV[2], 'created_at', ARGV[4], 'max_exp', ARGV[3])
-redis.call('EXPIREAT', fkey, tonumber(ARGV[3]) + 1)
-redis.call('SADD', 'authgate:user_families:' .. ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'family', ARGV[1], 'exp', ARGV[3])
-redis.call('EXPIREAT', KEYS[1], tonumber(ARGV[3]) + 1)
-"#,
-    )
+    Script::new(&format!(
+        r#"{KEEP_FAMILY_LUA}
+local exp, now, retain = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('HSET', 'authgate:family:' .. ARGV[1], 'user', ARGV[2], 'created_at', now)
+keep_family(ARGV[1], ARGV[2], exp, now, retain)
+redis.call('HSET', KEYS[1], 'family', ARGV[1], 'exp', exp)
+redis.call('EXPIREAT', KEYS[1], exp + retain)
+"#
+    ))
 });
 
 /// The same decisions, in the same order, as the SQLite backend's `rotate`.
 static ROTATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local now = tonumber(ARGV[2])
+    Script::new(&format!(
+        r#"{KEEP_FAMILY_LUA}
+local now, retain = tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('HMGET', KEYS[1], 'family', 'exp', 'spent_at')
-if not t[1] then return {'unknown'} end
+if not t[1] then return {{'unknown'}} end
 local fkey = 'authgate:family:' .. t[1]
 local f = redis.call('HMGET', fkey, 'user', 'revoked_at')
-if not f[1] then return {'unknown'} end
-if f[2] then return {'revoked'} end
+if not f[1] then return {{'unknown'}} end
+if f[2] then return {{'revoked'}} end
 if t[3] then
   redis.call('HSET', fkey, 'revoked_at', now)
-  return {'reused', t[1], f[1]}
+  return {{'reused', t[1], f[1]}}
 end
-if tonumber(t[2]) <= now then return {'unknown'} end
+if tonumber(t[2]) <= now then return {{'unknown'}} end
 redis.call('HSET', KEYS[1], 'spent_at', now)
 redis.call('HSET', KEYS[2], 'family', t[1], 'exp', ARGV[1])
-redis.call('EXPIREAT', KEYS[2], tonumber(ARGV[1]) + 1)
--- The family lives as long as its longest-lived token (no EXPIREAT GT: Redis 7 only).
-if tonumber(ARGV[1]) > tonumber(redis.call('HGET', fkey, 'max_exp') or 0) then
-  redis.call('HSET', fkey, 'max_exp', ARGV[1])
-  redis.call('EXPIREAT', fkey, tonumber(ARGV[1]) + 1)
-end
-return {'rotated', f[1]}
-"#,
-    )
+redis.call('EXPIREAT', KEYS[2], tonumber(ARGV[1]) + retain)
+keep_family(t[1], f[1], tonumber(ARGV[1]), now, retain)
+return {{'rotated', f[1]}}
+"#
+    ))
 });
 
 static REVOKE_FAMILY_OF: LazyLock<Script> = LazyLock::new(|| {
@@ -179,7 +200,26 @@ static REVOKE_TOKEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local seq = redis.call('INCR', 'authgate:revocation_seq')
-redis.call('ZADD', 'authgate:revocations', seq, seq .. '|t|' .. ARGV[2] .. '|' .. ARGV[1])
+local member = seq .. '|t|' .. ARGV[2] .. '|' .. ARGV[1]
+redis.call('ZADD', 'authgate:revocations', seq, member)
+redis.call('ZADD', 'authgate:revoked_tokens_by_exp', ARGV[2], member)
+"#,
+    )
+});
+
+/// The counter, then the revocations after the cursor — or all of them when the counter
+/// is below the cursor: Redis lost what the cursor had seen, and a replica that kept its
+/// cursor would skip every revocation until the counter caught up. Applying one twice is
+/// harmless.
+static REVOCATIONS_SINCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local seq = redis.call('GET', 'authgate:revocation_seq') or '0'
+local from = tonumber(ARGV[1])
+if tonumber(seq) < from then from = 0 end
+local found = redis.call('ZRANGEBYSCORE', 'authgate:revocations', '(' .. from, '+inf')
+table.insert(found, 1, seq)
+return found
 "#,
     )
 });
@@ -190,44 +230,42 @@ static REVOKE_USER: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
-/// Forgets token revocations past their `exp`, user revocations older than the horizon,
-/// and the family ids of users whose families have expired.
+/// Forgets token revocations past their `exp` and user revocations older than the
+/// horizon, a bounded batch per call, found through indexes scored by time; one replica
+/// at a time (the others skip while the lock is held). Refresh tokens and families expire
+/// by themselves.
 static PURGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+if not redis.call('SET', 'authgate:purge_lock', '1', 'NX', 'EX', 30) then return 0 end
 local now, horizon = tonumber(ARGV[1]), tonumber(ARGV[2])
-for _, m in ipairs(redis.call('ZRANGE', 'authgate:revocations', 0, -1)) do
-  local kind, untl, subject = string.match(m, '^%d+|(%a)|(-?%d+)|(.*)$')
-  untl = tonumber(untl)
-  if kind == 't' and untl < now then
+local function drop(index, threshold)
+  local gone = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. threshold, 'LIMIT', 0, 10000)
+  for _, m in ipairs(gone) do
     redis.call('ZREM', 'authgate:revocations', m)
-  elseif kind == 'u' and untl < horizon then
-    redis.call('ZREM', 'authgate:revocations', m)
-    local key = 'authgate:user_revoked:' .. subject
-    local current = redis.call('GET', key)
-    if current and tonumber(current) < horizon then redis.call('DEL', key) end
-  end
-end
-local cursor = '0'
-repeat
-  local page = redis.call('SCAN', cursor, 'MATCH', 'authgate:user_families:*', 'COUNT', 500)
-  cursor = page[1]
-  for _, set in ipairs(page[2]) do
-    for _, family in ipairs(redis.call('SMEMBERS', set)) do
-      if redis.call('EXISTS', 'authgate:family:' .. family) == 0 then
-        redis.call('SREM', set, family)
-      end
+    redis.call('ZREM', index, m)
+    local kind, subject = string.match(m, '^%d+|(%a)|-?%d+|(.*)$')
+    if kind == 'u' then
+      local key = 'authgate:user_revoked:' .. subject
+      local current = redis.call('GET', key)
+      if current and tonumber(current) < threshold then redis.call('DEL', key) end
     end
   end
-until cursor == '0'
+end
+drop('authgate:revoked_tokens_by_exp', now)
+drop('authgate:revoked_users_by_before', horizon)
+redis.call('DEL', 'authgate:purge_lock')
+return 1
 "#,
     )
 });
 
 pub struct RedisStore {
     client: redis::Client,
-    /// One connection, made again after any failure; calls come from the blocking pool.
-    conn: Mutex<Option<Connection>>,
+    /// Connections waiting for the next call. A call takes one (or connects) and holds no
+    /// lock while it waits on Redis, so a stalled server costs each call its own timeout
+    /// instead of queueing every call behind the first.
+    idle: Mutex<Vec<Connection>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -250,35 +288,38 @@ impl RedisStore {
     pub fn open(url: &str) -> Result<RedisStore, StoreError> {
         let store = RedisStore {
             client: redis::Client::open(url).map_err(unavailable)?,
-            conn: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
         };
         store.ping()?;
         Ok(store)
     }
 
-    /// Runs `f` on the connection, connecting first if there is none. A failed call drops
-    /// the connection: it may be broken, and a reply may be pending on it. Nothing is
-    /// retried, since a script may have run even though its reply was lost.
+    /// Runs `f` on an idle connection, or a new one. A connection whose call failed is
+    /// dropped: it may be broken, and a reply may be pending on it. Nothing is retried,
+    /// since a script may have run even though its reply was lost.
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            let conn = self
-                .client
-                .get_connection_with_timeout(TIMEOUT)
-                .map_err(unavailable)?;
-            conn.set_read_timeout(Some(TIMEOUT)).map_err(unavailable)?;
-            conn.set_write_timeout(Some(TIMEOUT)).map_err(unavailable)?;
-            *slot = Some(conn);
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = self
+                    .client
+                    .get_connection_with_timeout(TIMEOUT)
+                    .map_err(unavailable)?;
+                conn.set_read_timeout(Some(TIMEOUT)).map_err(unavailable)?;
+                conn.set_write_timeout(Some(TIMEOUT)).map_err(unavailable)?;
+                conn
+            }
+        };
+        let result = f(&mut conn).map_err(unavailable)?;
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
         }
-        let conn = slot.as_mut().expect("a connection was just made");
-        let result = f(conn);
-        if result.is_err() {
-            *slot = None;
-        }
-        result.map_err(unavailable)
+        Ok(result)
     }
 }
 
@@ -371,6 +412,7 @@ impl Store for RedisStore {
                 .arg(&first.user)
                 .arg(first.exp)
                 .arg(now)
+                .arg(RETAIN_AFTER_EXP)
                 .invoke::<()>(c)
         })
     }
@@ -388,6 +430,7 @@ impl Store for RedisStore {
                 .key(token_key(next_jti))
                 .arg(next_exp)
                 .arg(now)
+                .arg(RETAIN_AFTER_EXP)
                 .invoke(c)
         })?;
         Ok(match outcome.as_slice() {
@@ -414,24 +457,19 @@ impl Store for RedisStore {
     }
 
     fn revocations_since(&self, cursor: i64) -> Result<(Vec<Revocation>, i64), StoreError> {
-        let members: Vec<String> = self.with(|c| {
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(REVOCATIONS)
-                .arg(format!("({cursor}"))
-                .arg("+inf")
-                .query(c)
-        })?;
-        let mut next = cursor;
+        let reply: Vec<String> = self.with(|c| REVOCATIONS_SINCE.arg(cursor).invoke(c))?;
+        let Some((counter, members)) = reply.split_first() else {
+            return Ok((Vec::new(), cursor));
+        };
         let mut found = Vec::with_capacity(members.len());
-        for member in &members {
+        for member in members {
             // `seq|kind|until|subject`; the subject last, as it may hold anything.
             let mut fields = member.splitn(4, '|');
-            let (Some(seq), Some(kind), Some(until), Some(subject)) =
+            let (Some(_), Some(kind), Some(until), Some(subject)) =
                 (fields.next(), fields.next(), fields.next(), fields.next())
             else {
                 continue;
             };
-            next = next.max(number(seq));
             let (until, subject) = (number(until), subject.to_owned());
             found.push(if kind == "u" {
                 Revocation::User {
@@ -445,11 +483,14 @@ impl Store for RedisStore {
                 }
             });
         }
-        Ok((found, next))
+        // The counter is the new cursor: every member up to it was written with it, in
+        // one script.
+        Ok((found, number(counter)))
     }
 
     fn purge(&self, now: i64, user_horizon: i64) -> Result<(), StoreError> {
-        self.with(|c| PURGE.arg(now).arg(user_horizon).invoke::<()>(c))
+        self.with(|c| PURGE.arg(now).arg(user_horizon).invoke::<i64>(c))
+            .map(|_| ())
     }
 
     fn ping(&self) -> Result<(), StoreError> {

@@ -633,54 +633,84 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        // A port the kernel just handed out may be taken again before redis-server binds
+        // it (by another test's server): then that attempt exits, and another port is tried.
+        for _ in 0..5 {
+            if let Some(server) = RedisServer::try_start() {
+                return server;
+            }
+        }
+        panic!("redis-server could not be started on a free port");
+    }
+
+    fn try_start() -> Option<RedisServer> {
         let dir = tempfile::tempdir().expect("tempdir");
-        // A port the kernel just handed out; redis-server binds it right after.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
+            .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("redis-server could not be started ({e}); install it"));
-        let server = RedisServer {
+        let mut server = RedisServer {
             child,
             port,
             _dir: dir,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                use std::io::{Read as _, Write as _};
-                let mut reply = [0u8; 7];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read_exact(&mut reply).is_ok()
-                    && &reply == b"+PONG\r\n"
-                {
-                    return server;
-                }
+        while std::time::Instant::now() < deadline {
+            if server.child.try_wait().expect("try_wait").is_some() {
+                return None;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not answer on port {port}"
-            );
+            // Answered by this server, not another one on the same port: its process id.
+            if server.process_id() == Some(server.child.id()) {
+                return Some(server);
+            }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not answer on port {port}");
+    }
+
+    /// `process_id` from `INFO server`, if a server answers on the port.
+    fn process_id(&self) -> Option<u32> {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        stream.write_all(b"INFO server\r\n").ok()?;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            if let Some(rest) = text.split("process_id:").nth(1)
+                && let Some((pid, _)) = rest.split_once("\r\n")
+            {
+                return pid.trim().parse().ok();
+            }
         }
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Sends `SIG<name>` (say `STOP`, `CONT`) to this server, by its PID.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
     }
 }
 
