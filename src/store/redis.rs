@@ -207,17 +207,22 @@ redis.call('ZADD', 'authgate:revoked_tokens_by_exp', ARGV[2], member)
     )
 });
 
-/// The counter, then the revocations after the cursor — or all of them when the counter
-/// is below the cursor: Redis lost what the cursor had seen, and a replica that kept its
-/// cursor would skip every revocation until the counter caught up. Applying one twice is
-/// harmless.
+/// The counter and the data set's epoch, then the revocations after the cursor — or all
+/// of them when the epoch is not the one the caller knew, or the counter is below the
+/// cursor: Redis lost what the cursor had seen (a restart without persistence, a failover
+/// to a replica that was behind), and a replica that kept its cursor would skip new
+/// revocations until the counter caught up. Applying one twice is harmless.
 static REVOCATIONS_SINCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+local time = redis.call('TIME')
+redis.call('SET', 'authgate:epoch', time[1] .. '.' .. time[2], 'NX')
+local epoch = redis.call('GET', 'authgate:epoch')
 local seq = redis.call('GET', 'authgate:revocation_seq') or '0'
 local from = tonumber(ARGV[1])
-if tonumber(seq) < from then from = 0 end
+if epoch ~= ARGV[2] or tonumber(seq) < from then from = 0 end
 local found = redis.call('ZRANGEBYSCORE', 'authgate:revocations', '(' .. from, '+inf')
+table.insert(found, 1, epoch)
 table.insert(found, 1, seq)
 return found
 "#,
@@ -266,6 +271,8 @@ pub struct RedisStore {
     /// lock while it waits on Redis, so a stalled server costs each call its own timeout
     /// instead of queueing every call behind the first.
     idle: Mutex<Vec<Connection>>,
+    /// The data set's epoch when revocations were last read (see `REVOCATIONS_SINCE`).
+    epoch: Mutex<String>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -289,6 +296,7 @@ impl RedisStore {
         let store = RedisStore {
             client: redis::Client::open(url).map_err(unavailable)?,
             idle: Mutex::new(Vec::new()),
+            epoch: Mutex::new(String::new()),
         };
         store.ping()?;
         Ok(store)
@@ -457,10 +465,13 @@ impl Store for RedisStore {
     }
 
     fn revocations_since(&self, cursor: i64) -> Result<(Vec<Revocation>, i64), StoreError> {
-        let reply: Vec<String> = self.with(|c| REVOCATIONS_SINCE.arg(cursor).invoke(c))?;
-        let Some((counter, members)) = reply.split_first() else {
+        let known = self.epoch.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let reply: Vec<String> =
+            self.with(|c| REVOCATIONS_SINCE.arg(cursor).arg(&known).invoke(c))?;
+        let [counter, epoch, members @ ..] = reply.as_slice() else {
             return Ok((Vec::new(), cursor));
         };
+        epoch.clone_into(&mut self.epoch.lock().unwrap_or_else(|p| p.into_inner()));
         let mut found = Vec::with_capacity(members.len());
         for member in members {
             // `seq|kind|until|subject`; the subject last, as it may hold anything.
