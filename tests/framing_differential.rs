@@ -203,8 +203,7 @@ async fn serve(wire: Vec<u8>, step: usize) -> Vec<(usize, bool)> {
     let _ = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut sink)).await;
     writing.abort();
     conn.abort();
-    let seen = seen.lock().expect("lock").clone();
-    seen
+    std::mem::take(&mut *seen.lock().expect("lock"))
 }
 
 proptest! {
