@@ -1,9 +1,10 @@
 //! One upstream's connections: a small pool over hyper's connection API.
 //!
 //! HTTP/1.1 connections wait in a last-in-first-out stack, so the warmest one is reused
-//! and the coldest expire: every return and every checkout closes those idle longer than
-//! the upstream's `idle_timeout`, from the cold end. A connection goes back to the stack when its response
-//! body has been read to the end (a body dropped half-read takes its connection with it).
+//! and the coldest expire: every return and every checkout closes, from the cold end,
+//! those idle longer than the upstream's `idle_timeout`. A connection goes back to the
+//! stack when its response body has been read to the end (a body dropped half-read takes
+//! its connection with it).
 //! An https upstream that offers HTTP/2 by ALPN gets one shared, multiplexed connection,
 //! kept honest by pings: a connection that stops answering them is closed and replaced.
 //!
@@ -202,12 +203,13 @@ impl Pool {
             return Some(Sender::H2(h2.clone()));
         }
         loop {
-            let Idle { mut sender, since } = {
+            // After the expiry from the cold end, the warm end has not waited too long.
+            let Idle { mut sender, .. } = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                 expire(&mut idle, self.idle_timeout);
                 idle.pop_back()?
             };
-            if since.elapsed() > self.idle_timeout || sender.is_closed() {
+            if sender.is_closed() {
                 continue;
             }
             if sender.is_ready() {

@@ -4,9 +4,9 @@
 //! the way the SQLite backend's transactions are: of two replicas refreshing the same
 //! token at once, exactly one sees it live. Revocations are a sorted set scored by a
 //! counter, which is the cursor `revocations_since` reads from, so each replica's map
-//! follows every other replica's revocations; a counter found below a replica's cursor
-//! (Redis lost its data, or failed over to a replica that was behind) makes it read
-//! everything again. Purging walks only what expired, through indexes scored by time,
+//! follows every other replica's revocations; a new data set (its epoch key changed) or a
+//! counter below a replica's cursor (Redis lost its data, or failed over to a replica that
+//! was behind) makes the replica read everything again. Purging walks only what expired, through indexes scored by time,
 //! and one replica at a time does it.
 //!
 //! Durability is the server's: with `appendonly yes` and `appendfsync always` an
