@@ -569,15 +569,18 @@ struct SeenH2 {
     user: Option<String>,
 }
 
-/// An https upstream that speaks only HTTP/2 (ALPN h2), with the test PKI's server
-/// certificate; records what each request carried.
-async fn h2_upstream(
-    setup: &Setup,
-) -> (
-    String,
-    Arc<std::sync::Mutex<Vec<SeenH2>>>,
-    tokio::task::JoinHandle<()>,
-) {
+/// An https upstream that speaks only HTTP/2 (ALPN h2).
+struct H2Upstream {
+    url: String,
+    /// What each request carried.
+    seen: Arc<std::sync::Mutex<Vec<SeenH2>>>,
+    /// Connections accepted.
+    connections: Arc<AtomicUsize>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Starts an [`H2Upstream`] with the test PKI's server certificate.
+async fn h2_upstream(setup: &Setup) -> H2Upstream {
     use hyper::server::conn::http2;
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
@@ -593,10 +596,12 @@ async fn h2_upstream(
         listener.local_addr().expect("addr").port()
     );
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = seen.clone();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (record, accepted) = (seen.clone(), connections.clone());
     let server = tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.expect("accept");
+            accepted.fetch_add(1, Ordering::SeqCst);
             let (acceptor, record) = (acceptor.clone(), record.clone());
             tokio::spawn(async move {
                 let Ok(stream) = acceptor.accept(tcp).await else {
@@ -633,13 +638,20 @@ async fn h2_upstream(
             });
         }
     });
-    (url, seen, server)
+    H2Upstream {
+        url,
+        seen,
+        connections,
+        server,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_upstream_offering_http2_gets_one_authority() {
     let setup = Setup::new(Algorithm::HS256).await;
-    let (url, seen, server) = h2_upstream(&setup).await;
+    let H2Upstream {
+        url, seen, server, ..
+    } = h2_upstream(&setup).await;
     let config = routes_to(&url, &setup).replace(
         &format!("url = \"{url}\"\n"),
         &format!("url = \"{url}\"\nca = \"ca.crt\"\n"),
@@ -677,4 +689,36 @@ async fn an_https_upstream_offering_http2_gets_one_authority() {
         );
     }
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_a_cold_http2_upstream_makes_one_connection() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let upstream = h2_upstream(&setup).await;
+    let url = &upstream.url;
+    let config = routes_to(url, &setup).replace(
+        &format!("url = \"{url}\"\n"),
+        &format!("url = \"{url}\"\nca = \"ca.crt\"\n"),
+    );
+    let gw = setup.start_with(&config).await;
+    let token = setup.token("alice", &[]);
+    // Eight client connections at once, before the gateway has any upstream connection.
+    let burst = futures_util::future::join_all((0..8).map(|_| {
+        setup
+            .http1_client()
+            .get(gw.url("/other/x"))
+            .bearer_auth(&token)
+            .send()
+    }))
+    .await;
+    for resp in burst {
+        assert_eq!(resp.expect("send").status(), 200);
+    }
+    assert_eq!(upstream.seen.lock().expect("lock").len(), 8);
+    assert_eq!(
+        upstream.connections.load(Ordering::SeqCst),
+        1,
+        "one handshake, shared by the burst"
+    );
+    upstream.server.abort();
 }

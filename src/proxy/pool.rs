@@ -7,12 +7,15 @@
 //! its connection with it).
 //! An https upstream that offers HTTP/2 by ALPN gets one shared, multiplexed connection,
 //! kept honest by pings: a connection that stops answering them is closed and replaced.
+//! Until the upstream is known to speak only HTTP/1.1, dialing is one at a time, so a
+//! burst on a cold pool (or after the shared connection died) makes one handshake.
 //!
 //! A request is tried a second time only when it was never sent: when connecting failed,
 //! or when the pooled connection turned out closed before it took the request (hyper hands
 //! the request back). Nothing that may have reached the upstream is sent twice.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +67,10 @@ pub(super) struct Pool {
     idle: Mutex<VecDeque<Idle>>,
     idle_timeout: Duration,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// Held while dialing an upstream that may offer HTTP/2.
+    dialing: tokio::sync::Mutex<()>,
+    /// Plain http, or ALPN chose HTTP/1.1: connections are never shared, dials run at once.
+    h1_only: AtomicBool,
 }
 
 impl std::fmt::Debug for Pool {
@@ -116,10 +123,12 @@ impl Pool {
     ) -> Pool {
         Pool {
             connector,
-            target,
             idle: Mutex::new(VecDeque::new()),
             idle_timeout,
             h2: Mutex::new(None),
+            dialing: tokio::sync::Mutex::new(()),
+            h1_only: AtomicBool::new(target.scheme() != Some(&http::uri::Scheme::HTTPS)),
+            target,
         }
     }
 
@@ -136,7 +145,7 @@ impl Pool {
                 Some(sender) => sender,
                 // Boxed: the handshake futures are kilobytes, and every request's future
                 // would carry (and hyper move) that space for the rare request that dials.
-                None => match Box::pin(self.connect()).await {
+                None => match Box::pin(self.dial()).await {
                     Ok(sender) => sender,
                     // Nothing was sent: one more try is safe for any request.
                     Err(_) if tries == 1 => continue,
@@ -195,12 +204,20 @@ impl Pool {
         req
     }
 
+    /// The shared HTTP/2 connection, if there is a live one.
+    fn shared_h2(&self) -> Option<Sender> {
+        self.h2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|h2| !h2.is_closed())
+            .map(|h2| Sender::H2(h2.clone()))
+    }
+
     /// A connection ready for a request, if the pool has one.
     async fn checkout(&self) -> Option<Sender> {
-        if let Some(h2) = self.h2.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-            && !h2.is_closed()
-        {
-            return Some(Sender::H2(h2.clone()));
+        if let Some(h2) = self.shared_h2() {
+            return Some(h2);
         }
         loop {
             // After the expiry from the cold end, the warm end has not waited too long.
@@ -220,6 +237,22 @@ impl Pool {
                 return Some(Sender::H1(sender));
             }
         }
+    }
+
+    /// A new connection; one dial at a time until the upstream is known to speak only
+    /// HTTP/1.1, and a dial that waited uses the HTTP/2 connection the one before made.
+    async fn dial(&self) -> Result<Sender, SendError> {
+        if self.h1_only.load(Ordering::Relaxed) {
+            return self.connect().await;
+        }
+        let one_at_a_time = self.dialing.lock().await;
+        if let Some(h2) = self.shared_h2() {
+            return Ok(h2);
+        }
+        if self.h1_only.load(Ordering::Relaxed) {
+            drop(one_at_a_time);
+        }
+        self.connect().await
     }
 
     /// A new connection, HTTP/2 when the upstream chose it by ALPN.
@@ -247,6 +280,7 @@ impl Pool {
             *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
             return Ok(Sender::H2(sender));
         }
+        self.h1_only.store(true, Ordering::Relaxed);
         let (sender, connection) = http1::Builder::new()
             .handshake(io)
             .await
