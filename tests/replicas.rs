@@ -51,13 +51,47 @@ async fn status_of(client: &reqwest::Client, gw: &Gateway, token: &str) -> u16 {
         .as_u16()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_share_accounts_and_enforce_each_others_revocations() {
+/// A Redis server and two gateways on it, sharing one folder, key and config.
+async fn two_replicas() -> (RedisServer, Setup, Gateway, Gateway) {
     let redis = RedisServer::start();
     let setup = Setup::new(Algorithm::ES256).await;
     let config = config(&setup, &redis);
     let a = setup.start_with(&config).await;
     let b = setup.start_with(&config).await;
+    (redis, setup, a, b)
+}
+
+/// Logs `user` in on `gw`: its access and refresh tokens.
+async fn login(client: &reqwest::Client, gw: &Gateway, user: &str) -> (String, String) {
+    let (status, login) = post(
+        client,
+        gw,
+        "/auth/login",
+        None,
+        json!({"username": user, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}");
+    let token = |name: &str| login[name].as_str().expect("a token").to_owned();
+    (token("access_token"), token("refresh_token"))
+}
+
+/// Waits (bounded) until `gw` refuses `access`.
+async fn wait_refused(client: &reqwest::Client, gw: &Gateway, access: &str) {
+    let since = Instant::now();
+    while status_of(client, gw, access).await != 401 {
+        assert!(
+            since.elapsed() < POLL_LIMIT,
+            "a replica still accepts a revoked token after {:?}",
+            since.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_accounts_and_enforce_each_others_revocations() {
+    let (_redis, setup, a, b) = two_replicas().await;
     let client = setup.client();
 
     // Registered on one replica, logged in on the other.
@@ -82,17 +116,7 @@ async fn replicas_share_accounts_and_enforce_each_others_revocations() {
         status, 409,
         "one account across replicas, regardless of case: {body}"
     );
-    let (status, login) = post(
-        &client,
-        &b,
-        "/auth/login",
-        None,
-        json!({"username": "alice", "password": PASSWORD}),
-    )
-    .await;
-    assert_eq!(status, 200, "{login}");
-    let access = login["access_token"].as_str().expect("access").to_owned();
-    let refresh = login["refresh_token"].as_str().expect("refresh").to_owned();
+    let (access, refresh) = login(&client, &b, "alice").await;
     assert_eq!(status_of(&client, &a, &access).await, 200);
     assert_eq!(status_of(&client, &b, &access).await, 200);
 
@@ -110,17 +134,7 @@ async fn replicas_share_accounts_and_enforce_each_others_revocations() {
     assert_eq!(status, 401, "the family died with the reuse: {body}");
 
     // A logout on replica B: replica A refuses the access token within a second.
-    let (status, login) = post(
-        &client,
-        &a,
-        "/auth/login",
-        None,
-        json!({"username": "alice", "password": PASSWORD}),
-    )
-    .await;
-    assert_eq!(status, 200, "{login}");
-    let access = login["access_token"].as_str().expect("access").to_owned();
-    let refresh = login["refresh_token"].as_str().expect("refresh").to_owned();
+    let (access, refresh) = login(&client, &a, "alice").await;
     assert_eq!(
         status_of(&client, &a, &access).await,
         200,
@@ -135,16 +149,52 @@ async fn replicas_share_accounts_and_enforce_each_others_revocations() {
     )
     .await;
     assert_eq!(status, 204, "{body}");
-    let since = Instant::now();
-    while status_of(&client, &a, &access).await != 401 {
-        assert!(
-            since.elapsed() < POLL_LIMIT,
-            "replica A still accepts a token revoked on B after {:?}",
-            since.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_refused(&client, &a, &access).await;
     assert_eq!(status_of(&client, &b, &access).await, 401);
     let (status, body) = post(&client, &a, "/auth/refresh", Some(&refresh), json!({})).await;
     assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_commands_work_on_redis_and_every_replica_follows() {
+    let (_redis, setup, a, b) = two_replicas().await;
+    let client = setup.client();
+    let cli = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+            .arg("--config")
+            .arg(setup.dir.path().join("gateway.toml"))
+            .args(args)
+            .env_remove("AUTHGATE_CONFIG")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the authgate binary");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(stdin.as_bytes()).expect("write stdin");
+        drop(input);
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "authgate {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // A user added from the command line logs in on either replica.
+    cli(
+        &["user", "add", "root", "--role", "admin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(cli(&["user", "list"], "").contains("root\troles=admin"));
+    let (access, _) = login(&client, &b, "root").await;
+    assert_eq!(status_of(&client, &a, &access).await, 200);
+
+    // `user revoke` writes Redis only; both replicas refuse the token within a second.
+    cli(&["user", "revoke", "root"], "");
+    wait_refused(&client, &a, &access).await;
+    wait_refused(&client, &b, &access).await;
 }
