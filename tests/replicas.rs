@@ -61,6 +61,18 @@ async fn two_replicas() -> (RedisServer, Setup, Gateway, Gateway) {
     (redis, setup, a, b)
 }
 
+/// Registers `user` on `gw`: the status and body.
+async fn register(client: &reqwest::Client, gw: &Gateway, user: &str) -> (u16, Value) {
+    post(
+        client,
+        gw,
+        "/auth/register",
+        None,
+        json!({"username": user, "password": PASSWORD}),
+    )
+    .await
+}
+
 /// Logs `user` in on `gw`: its access and refresh tokens.
 async fn login(client: &reqwest::Client, gw: &Gateway, user: &str) -> (String, String) {
     let (status, login) = post(
@@ -95,23 +107,9 @@ async fn replicas_share_accounts_and_enforce_each_others_revocations() {
     let client = setup.client();
 
     // Registered on one replica, logged in on the other.
-    let (status, body) = post(
-        &client,
-        &a,
-        "/auth/register",
-        None,
-        json!({"username": "alice", "password": PASSWORD}),
-    )
-    .await;
+    let (status, body) = register(&client, &a, "alice").await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = post(
-        &client,
-        &b,
-        "/auth/register",
-        None,
-        json!({"username": "ALICE", "password": PASSWORD}),
-    )
-    .await;
+    let (status, body) = register(&client, &b, "ALICE").await;
     assert_eq!(
         status, 409,
         "one account across replicas, regardless of case: {body}"
@@ -197,4 +195,42 @@ async fn the_user_commands_work_on_redis_and_every_replica_follows() {
     cli(&["user", "revoke", "root"], "");
     wait_refused(&client, &a, &access).await;
     wait_refused(&client, &b, &access).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_a_replica_is_unready_accounts_answer_503_and_proxying_goes_on() {
+    let (redis, setup, a, _b) = two_replicas().await;
+    let client = setup.client();
+    let (status, body) = register(&client, &a, "alice").await;
+    assert_eq!(status, 201, "{body}");
+    let (access, _) = login(&client, &a, "alice").await;
+    let readyz = |gw: &Gateway| {
+        let url = format!("http://{}/readyz", gw.admin.expect("admin listener"));
+        async move {
+            let resp = reqwest::get(url).await.expect("readyz");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.expect("json"))
+        }
+    };
+    assert_eq!(readyz(&a).await.0, 200);
+
+    drop(redis);
+    let (status, body) = readyz(&a).await;
+    assert_eq!(
+        (status, body),
+        (503, json!({"status": "store unreachable"})),
+        "readiness includes the store (PRODUCT.md)"
+    );
+    let (status, body) = post(
+        &client,
+        &a,
+        "/auth/login",
+        None,
+        json!({"username": "alice", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "store_unavailable", "{body}");
+    // Verified tokens and the revocations in memory keep the proxy going.
+    assert_eq!(status_of(&client, &a, &access).await, 200);
 }
