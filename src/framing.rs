@@ -15,12 +15,11 @@
 use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use crate::watched::ReadWatcher;
 
 /// Marks a request whose head had both `Content-Length` and `Transfer-Encoding`.
 #[derive(Debug, Clone, Copy)]
@@ -346,66 +345,36 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 /// A connection's stream, followed by a [`Scanner`] as hyper reads it.
-#[derive(Debug)]
-pub struct Watched<S> {
-    inner: S,
-    scanner: Scanner,
-    flags: std::sync::Arc<Flags>,
-}
+pub type Watched<S> = crate::watched::Watched<S, Follower>;
 
 impl<S> Watched<S> {
-    pub fn new(inner: S, flags: std::sync::Arc<Flags>) -> Watched<S> {
-        Watched {
+    pub fn new(inner: S, flags: Arc<Flags>) -> Watched<S> {
+        crate::watched::Watched::with(
             inner,
-            scanner: Scanner::default(),
-            flags,
-        }
+            Follower {
+                scanner: Scanner::default(),
+                flags,
+            },
+        )
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+/// The scanner of one connection and the flags it sets.
+#[derive(Debug)]
+pub struct Follower {
+    scanner: Scanner,
+    flags: Arc<Flags>,
+}
+
+impl ReadWatcher for Follower {
+    fn after_read(
+        &mut self,
+        _: &mut Context<'_>,
+        polled: Poll<io::Result<()>>,
+        read: &[u8],
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            this.scanner.feed(&buf.filled()[before..], &this.flags);
-        }
+        self.scanner.feed(read, &self.flags);
         polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 }
 

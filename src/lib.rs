@@ -50,5 +50,6 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod token_cache;
+pub mod watched;
 
 pub use server::{Listeners, run, serve};

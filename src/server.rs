@@ -25,7 +25,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -37,6 +37,7 @@ use crate::admin::{self, Admin, Readiness};
 use crate::config::{Config, LoadOptions, Server};
 use crate::framing;
 use crate::gateway::{AccountsState, Gateway, Shared};
+use crate::watched::{ReadWatcher, Watched};
 
 use crate::passwords::Passwords;
 use crate::proxy::Peer;
@@ -384,7 +385,7 @@ impl Connection {
                 }
             }
             Protocol::Http2 => {
-                let io = TokioIo::new(Deadline::new(stream, head_timeout));
+                let io = TokioIo::new(Watched::with(stream, PrefaceDeadline::new(head_timeout)));
                 let conn = snapshot.http2.serve_connection(io, service);
                 tokio::pin!(conn);
                 tokio::select! {
@@ -402,41 +403,37 @@ impl Connection {
     }
 }
 
-/// An HTTP/2 connection's stream with a deadline on its 24-byte preface, which hyper would
-/// otherwise wait for forever. (HTTP/1 needs none: hyper's header timer runs from the
-/// connection's first moment.)
-struct Deadline<S> {
-    inner: S,
+/// A deadline on an HTTP/2 connection's 24-byte preface, which hyper would otherwise wait
+/// for forever. (HTTP/1 needs none: hyper's header timer runs from the connection's first
+/// moment.)
+struct PrefaceDeadline {
     /// Bytes still expected before the deadline, and the deadline; `None` once met.
     pending: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
 }
 
-impl<S> Deadline<S> {
-    fn new(inner: S, limit: Duration) -> Deadline<S> {
-        Deadline {
-            inner,
+impl PrefaceDeadline {
+    fn new(limit: Duration) -> PrefaceDeadline {
+        PrefaceDeadline {
             pending: Some((H2_PREFACE.len(), Box::pin(tokio::time::sleep(limit)))),
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Deadline<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
+impl ReadWatcher for PrefaceDeadline {
+    fn after_read(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        polled: Poll<io::Result<()>>,
+        read: &[u8],
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let Some((needed, timer)) = this.pending.as_mut() else {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        let Some((needed, timer)) = self.pending.as_mut() else {
+            return polled;
         };
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        match polled {
             Poll::Ready(Ok(())) => {
-                let read = buf.filled().len() - before;
-                *needed = needed.saturating_sub(read);
-                if *needed == 0 || read == 0 {
-                    this.pending = None;
+                *needed = needed.saturating_sub(read.len());
+                if *needed == 0 || read.is_empty() {
+                    self.pending = None;
                 }
                 Poll::Ready(Ok(()))
             }
@@ -449,36 +446,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Deadline<S> {
             },
             other => other,
         }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Deadline<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 }
 
