@@ -93,12 +93,14 @@ impl Lease {
         if self.sender.is_closed() {
             return;
         }
+        // One clock read serves the expiry and the return time.
+        let now = Instant::now();
         let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-        expire(&mut idle, self.pool.idle_timeout);
+        expire(&mut idle, self.pool.idle_timeout, now);
         if idle.len() < MAX_IDLE {
             idle.push_back(Idle {
                 sender: self.sender,
-                since: Instant::now(),
+                since: now,
             });
         }
     }
@@ -106,11 +108,10 @@ impl Lease {
 
 /// Closes the idle connections that waited too long or were closed by the upstream, from
 /// the cold end (the stack is ordered by return time).
-fn expire(idle: &mut VecDeque<Idle>, timeout: Duration) {
-    while idle
-        .front()
-        .is_some_and(|oldest| oldest.since.elapsed() > timeout || oldest.sender.is_closed())
-    {
+fn expire(idle: &mut VecDeque<Idle>, timeout: Duration, now: Instant) {
+    while idle.front().is_some_and(|oldest| {
+        now.saturating_duration_since(oldest.since) > timeout || oldest.sender.is_closed()
+    }) {
         idle.pop_front();
     }
 }
@@ -223,7 +224,7 @@ impl Pool {
             // After the expiry from the cold end, the warm end has not waited too long.
             let Idle { mut sender, .. } = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                expire(&mut idle, self.idle_timeout);
+                expire(&mut idle, self.idle_timeout, Instant::now());
                 idle.pop_back()?
             };
             if sender.is_closed() {
