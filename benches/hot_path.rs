@@ -6,9 +6,9 @@
 
 use std::hint::black_box;
 
+use authgate::auth::{Caller, TokenCache, Via};
 use authgate::jwt::{Algorithm, Claims, Key, OneOrMany, Signer, Verifier};
 use authgate::routes::{Auth, PathPattern, Route, RouteTable, normalize};
-use authgate::token_cache::{Authenticated, TokenCache};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
 
@@ -58,9 +58,10 @@ fn verification(c: &mut Criterion) {
         let claims = verifier.verify_access(&token, NOW).expect("verify");
         cache.insert(
             &token,
-            Arc::new(Authenticated {
+            Arc::new(Caller {
                 claims,
                 headers: Vec::new(),
+                via: Via::Bearer,
             }),
         );
         // The first request with a new token: a miss, a verification, an insertion (the
@@ -71,9 +72,10 @@ fn verification(c: &mut Criterion) {
                 |cache| {
                     assert!(cache.get(black_box(&token)).is_none());
                     let claims = verifier.verify_access(&token, NOW).expect("verify");
-                    let entry = Arc::new(Authenticated {
+                    let entry = Arc::new(Caller {
                         claims,
                         headers: Vec::new(),
+                        via: Via::Bearer,
                     });
                     cache.insert(&token, entry.clone());
                     (cache, entry)

@@ -24,25 +24,33 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use crate::auth::{Authenticator, Issuer, bearer_token, now_secs, random_uuid};
 use crate::body::Body;
-use crate::config::AccountsConfig;
-use crate::credentials::{self, now_secs};
+use crate::config::{AccountsConfig, Config};
 use crate::error::{Error, json_response};
-use crate::gateway::AccountsState;
-use crate::jwt::{Claims, OneOrMany, Signer, TokenError, Verifier};
+use crate::jwt::TokenError;
 use crate::metrics::Metrics;
 use crate::passwords::{MAX_PASSWORD_BYTES, PasswordError, Passwords};
 use crate::revocation::Revocations;
 use crate::store::{RefreshToken, Rotation, Store, StoreError, User};
 
-pub use limits::LoginLimits;
+pub(crate) use limits::LoginLimits;
 
 /// Bodies of the account endpoints are small JSON or form documents.
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// What the accounts keep across configs: the store, the password hasher, the login
+/// limits (shared by every config a reload makes).
+#[derive(Debug, Clone)]
+pub(crate) struct AccountsState {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) passwords: Passwords,
+    pub(crate) limits: Arc<LoginLimits>,
+}
+
 /// One of the gateway's own endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Register,
     Login,
     Refresh,
@@ -51,7 +59,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 5] = [
+    pub(crate) const ALL: [Endpoint; 5] = [
         Endpoint::Register,
         Endpoint::Login,
         Endpoint::Refresh,
@@ -60,7 +68,7 @@ impl Endpoint {
     ];
 
     /// The metric label of the endpoint.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Endpoint::Register => "own:register",
             Endpoint::Login => "own:login",
@@ -80,18 +88,14 @@ impl Endpoint {
 
 /// Accounts, bound to one config (its store, keys and limits).
 #[derive(Debug)]
-pub struct Accounts {
+pub(crate) struct Accounts {
     settings: AccountsConfig,
     store: Arc<dyn Store>,
     passwords: Passwords,
-    signer: Signer,
+    issuer: Issuer,
     limits: Arc<LoginLimits>,
     revocations: Arc<Revocations>,
     metrics: Arc<Metrics>,
-    issuer: String,
-    audience: String,
-    access_ttl: i64,
-    refresh_ttl: i64,
 }
 
 /// `{"username", "password"}`, as JSON or as a form.
@@ -108,14 +112,9 @@ struct TokenBody {
     access_token: Option<String>,
 }
 
-fn seconds(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
-}
-
 impl Accounts {
-    pub fn new(
-        settings: AccountsConfig,
-        tokens: &crate::config::Tokens,
+    pub(crate) fn new(
+        config: &Config,
         state: AccountsState,
         revocations: Arc<Revocations>,
         metrics: Arc<Metrics>,
@@ -124,25 +123,21 @@ impl Accounts {
             limits: state.limits,
             store: state.store,
             passwords: state.passwords,
-            signer: Signer::new(tokens.keys[0].clone()).expect(
+            issuer: Issuer::new(&config.tokens).expect(
                 "config validation requires a signing key that can sign when accounts are on",
             ),
-            issuer: tokens.issuer.clone(),
-            audience: tokens.audience.clone(),
-            access_ttl: seconds(tokens.access_ttl),
-            refresh_ttl: seconds(tokens.refresh_ttl),
-            settings,
+            settings: config.accounts.clone(),
             revocations,
             metrics,
         }
     }
 
-    pub fn forget_idle_limits(&self) {
+    pub(crate) fn forget_idle_limits(&self) {
         self.limits.forget_idle();
     }
 
     /// The endpoint at this normalized path, if it is one of ours.
-    pub fn endpoint(&self, path: &str) -> Option<Endpoint> {
+    pub(crate) fn endpoint(&self, path: &str) -> Option<Endpoint> {
         let rest = path.strip_prefix(self.settings.prefix.as_str())?;
         Some(match rest {
             "/register" => Endpoint::Register,
@@ -154,12 +149,12 @@ impl Accounts {
         })
     }
 
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         endpoint: Endpoint,
         req: Request<Incoming>,
         ip: IpAddr,
-        verifier: &Verifier,
+        auth: &Authenticator,
     ) -> Result<Response<Body>, Error> {
         if *req.method() != endpoint.method() {
             return Err(Error::MethodNotAllowed(if endpoint == Endpoint::Me {
@@ -171,9 +166,9 @@ impl Accounts {
         let mut response = match endpoint {
             Endpoint::Register => self.register(req, ip).await,
             Endpoint::Login => self.login(req, ip).await,
-            Endpoint::Refresh => self.refresh(req, ip, verifier).await,
-            Endpoint::Logout => self.logout(req, ip, verifier).await,
-            Endpoint::Me => self.me(&req, verifier),
+            Endpoint::Refresh => self.refresh(req, ip, auth).await,
+            Endpoint::Logout => self.logout(req, ip, auth).await,
+            Endpoint::Me => self.me(&req, auth),
         }?;
         // Tokens and account data must not be cached (RFC 6749 §5.1).
         response
@@ -200,14 +195,12 @@ impl Accounts {
             .hash(creds.password)
             .await
             .map_err(password_error)?;
-        let user = User {
-            name: creds.username.clone(),
+        let user = User::new(
+            creds.username.clone(),
             password_hash,
-            roles: Vec::new(),
-            disabled: false,
-            created_at: now_secs(),
-            revoked_before: None,
-        };
+            Vec::new(),
+            now_secs(),
+        );
         match self.blocking(move |s| s.create_user(&user)).await {
             Err(Error::UsernameTaken) => {
                 audit("register_conflict", &creds.username, ip);
@@ -262,7 +255,7 @@ impl Accounts {
             jti: random_uuid(),
             family: random_uuid(),
             user: user.name.clone(),
-            exp: now + self.refresh_ttl,
+            exp: now + self.issuer.refresh_ttl(),
         };
         let access = self.access_token(&user, now, true)?;
         let refresh_jwt = self.refresh_token(&user.name, &refresh.jti, now, refresh.exp)?;
@@ -277,12 +270,12 @@ impl Accounts {
         &self,
         req: Request<Incoming>,
         ip: IpAddr,
-        verifier: &Verifier,
+        auth: &Authenticator,
     ) -> Result<Response<Body>, Error> {
         let (bearer, body) = bearer_and_body(req).await?;
         let token = one_token(bearer, body.refresh_token)?;
         let now = now_secs();
-        let claims = verifier.verify(&token, now)?;
+        let claims = auth.verifier().verify(&token, now)?;
         if claims.token_type.as_deref() != Some("refresh") {
             return Err(TokenError::NotRefreshToken.into());
         }
@@ -291,7 +284,7 @@ impl Accounts {
             return Err(TokenError::Revoked.into());
         }
         let next_jti = random_uuid();
-        let next_exp = now + self.refresh_ttl;
+        let next_exp = now + self.issuer.refresh_ttl();
         let (presented, next) = (jti.clone(), next_jti.clone());
         let rotation = self
             .blocking(move |s| s.rotate(&presented, &next, next_exp, now))
@@ -334,7 +327,7 @@ impl Accounts {
         &self,
         req: Request<Incoming>,
         ip: IpAddr,
-        verifier: &Verifier,
+        auth: &Authenticator,
     ) -> Result<Response<Body>, Error> {
         let (bearer, body) = bearer_and_body(req).await?;
         let tokens: Vec<String> = [bearer, body.refresh_token, body.access_token]
@@ -347,7 +340,7 @@ impl Accounts {
         let now = now_secs();
         let mut user = None;
         for token in tokens {
-            let claims = verifier.verify(&token, now)?;
+            let claims = auth.verifier().verify(&token, now)?;
             let jti = claims.jti.clone().ok_or(TokenError::Malformed)?;
             match claims.token_type.as_deref() {
                 Some("refresh") => {
@@ -371,14 +364,14 @@ impl Accounts {
         Ok(response)
     }
 
-    fn me<B>(&self, req: &Request<B>, verifier: &Verifier) -> Result<Response<Body>, Error> {
-        let claims = credentials::authenticate(req.headers(), verifier, &self.revocations)?;
+    fn me<B>(&self, req: &Request<B>, auth: &Authenticator) -> Result<Response<Body>, Error> {
+        let caller = auth.authenticate(req.headers())?;
         Ok(json_response(
             StatusCode::OK,
             serde_json::json!({
-                "logged_in_as": claims.sub,
-                "roles": claims.roles.as_slice(),
-                "exp": claims.exp,
+                "logged_in_as": caller.name(),
+                "roles": caller.roles(),
+                "exp": caller.claims.exp,
             }),
         ))
     }
@@ -392,56 +385,23 @@ impl Accounts {
         match tokio::task::spawn_blocking(move || call(store.as_ref())).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(StoreError::Conflict)) => Err(Error::UsernameTaken),
-            Ok(Err(StoreError::Unavailable(reason))) => {
-                tracing::error!(%reason, "store unavailable");
-                Err(Error::StoreUnavailable)
-            }
-            Err(_) => Err(Error::Internal("a store task failed")),
-        }
-    }
-
-    /// Claims as Flask-JWT-Extended writes them, plus `iss`, `aud` and `roles`; the
-    /// timestamps are all `now` but `exp`.
-    fn claims(&self, sub: &str, roles: &[String], token_type: &str, now: i64, exp: i64) -> Claims {
-        Claims {
-            sub: sub.to_owned(),
-            iat: Some(now),
-            nbf: Some(now),
-            exp: Some(exp),
-            jti: Some(random_uuid()),
-            token_type: Some(token_type.to_owned()),
-            fresh: Some(false),
-            iss: Some(self.issuer.clone()),
-            aud: Some(OneOrMany::One(self.audience.clone())),
-            roles: OneOrMany::Many(roles.to_vec()),
-            extra: Default::default(),
+            Ok(Err(error)) => Err(Error::StoreUnavailable(error)),
+            Err(failed) => Err(Error::TaskFailed(failed)),
         }
     }
 
     /// `fresh`: true only right after a password login.
     fn access_token(&self, user: &User, now: i64, fresh: bool) -> Result<String, Error> {
-        let mut claims = self.claims(
-            &user.name,
-            &user.roles,
-            "access",
-            now,
-            now + self.access_ttl,
-        );
-        claims.fresh = Some(fresh);
-        self.sign(&claims)
+        let exp = now + self.issuer.access_ttl();
+        let signed = self
+            .issuer
+            .access_token(&user.name, &user.roles, now, exp, fresh);
+        signed.map_err(Error::Signing)
     }
 
     fn refresh_token(&self, user: &str, jti: &str, now: i64, exp: i64) -> Result<String, Error> {
-        let mut claims = self.claims(user, &[], "refresh", now, exp);
-        claims.jti = Some(jti.to_owned());
-        self.sign(&claims)
-    }
-
-    fn sign(&self, claims: &Claims) -> Result<String, Error> {
-        self.signer.sign(claims).map_err(|e| {
-            tracing::error!(error = %e, "token signing failed");
-            Error::Internal("token signing failed")
-        })
+        let signed = self.issuer.refresh_token(user, jti, now, exp);
+        signed.map_err(Error::Signing)
     }
 
     fn token_response(&self, access: String, refresh: String) -> Response<Body> {
@@ -451,14 +411,14 @@ impl Accounts {
                 "access_token": access,
                 "refresh_token": refresh,
                 "token_type": "Bearer",
-                "expires_in": self.access_ttl,
+                "expires_in": self.issuer.access_ttl(),
             }),
         )
     }
 }
 
 /// Usernames become the identity header: short, printable, unambiguous.
-pub fn check_username(name: &str) -> Result<(), Error> {
+pub(crate) fn check_username(name: &str) -> Result<(), Error> {
     let valid_length = (3..=64).contains(&name.len());
     let valid_chars = name
         .bytes()
@@ -508,7 +468,7 @@ async fn read_form_or_json<T: serde::de::DeserializeOwned>(
 
 /// The bearer token (if any) and the JSON body (if any) of a refresh or logout.
 async fn bearer_and_body(req: Request<Incoming>) -> Result<(Option<String>, TokenBody), Error> {
-    let bearer = match credentials::bearer_token(req.headers()) {
+    let bearer = match bearer_token(req.headers()) {
         Ok(token) => Some(token.to_owned()),
         Err(Error::MissingToken) => None,
         Err(e) => return Err(e),
@@ -548,24 +508,6 @@ async fn wait_past(before: Option<i64>) -> i64 {
     }
 }
 
-/// A random UUID (version 4), the `jti` format Flask-JWT-Extended uses.
-fn random_uuid() -> String {
-    let mut b = [0u8; 16];
-    // The system RNG failing is not recoverable; aws-lc aborts before returning an error.
-    let _ = aws_lc_rs::rand::fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
 /// One audit event: who, what, from where. Never a password or a token.
 fn audit(event: &'static str, user: &str, ip: IpAddr) {
     tracing::info!(target: "authgate::audit", event, user = %user, ip = %ip);
@@ -591,15 +533,6 @@ mod tests {
         ] {
             assert!(check_username(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn uuids_are_version_4() {
-        let id = random_uuid();
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
-        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
-        assert_ne!(random_uuid(), id);
     }
 
     #[test]

@@ -17,28 +17,28 @@ use crate::store::Store;
 
 /// Readiness as the server sets it: true once serving, false from the start of a drain.
 #[derive(Debug, Default)]
-pub struct Readiness(AtomicBool);
+pub(crate) struct Readiness(AtomicBool);
 
 impl Readiness {
-    pub fn set(&self, ready: bool) {
+    pub(crate) fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::Release);
     }
 
-    pub fn get(&self) -> bool {
+    pub(crate) fn get(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 }
 
 /// What the admin endpoints report on.
 #[derive(Debug)]
-pub struct Admin {
+pub(crate) struct Admin {
     pub readiness: Arc<Readiness>,
     pub store: Option<Arc<dyn Store>>,
     pub metrics: Arc<Metrics>,
     pub revocations: Arc<Revocations>,
 }
 
-pub async fn handle<B>(req: &Request<B>, admin: &Admin) -> Response<Body> {
+pub(crate) async fn handle<B>(req: &Request<B>, admin: &Admin) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Error::NotFound.to_response();
     }

@@ -7,9 +7,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, LoadOptions, UpstreamTarget};
-use crate::jwt::{Algorithm, Claims, OneOrMany, Signer};
+use crate::auth::{Issuer, now_secs};
+use crate::config::{Config, ConfigErrors, LoadOptions, UpstreamTarget};
+use crate::error::error_chain;
+use crate::jwt::{Algorithm, KeyError, SignError};
+use crate::passwords::PasswordError;
 use crate::routes::{Auth, normalize};
+use crate::store::{Store, StoreError, User};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -141,9 +145,41 @@ pub fn init_logging(format: Option<LogFormat>) {
     };
 }
 
+/// Why a command failed. Printed with its causes, one line.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// Every problem of the config file, one per line.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// What the user asked for cannot be done as asked.
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot {action} {}", .path.display())]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the password")]
+    ReadPassword(#[source] std::io::Error),
+    #[error("cannot hash the password")]
+    Hashing(#[source] PasswordError),
+    #[error("cannot generate the key")]
+    Key(#[source] KeyError),
+    #[error("cannot sign the token")]
+    Signing(#[source] SignError),
+}
+
+fn refused(message: impl Into<String>) -> CliError {
+    CliError::Refused(message.into())
+}
+
 pub fn run(command: Command, config_path: &Path) -> ExitCode {
     let result = match command {
-        Command::Serve => Err("serve is handled by main".to_owned()),
+        Command::Serve => Err(refused("serve is handled by main")),
         Command::Check => return check(config_path),
         Command::Explain { method, url } => explain(config_path, &method, &url),
         Command::Key(KeyCommand::Generate { alg, out, force }) => key_generate(&alg, &out, force),
@@ -154,15 +190,15 @@ pub fn run(command: Command, config_path: &Path) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("authgate: {message}");
+        Err(error) => {
+            eprintln!("authgate: {}", error_chain(&error));
             ExitCode::FAILURE
         }
     }
 }
 
-fn load(path: &Path) -> Result<Config, String> {
-    Config::load(path, LoadOptions::default()).map_err(|e| e.to_string())
+fn load(path: &Path) -> Result<Config, CliError> {
+    Ok(Config::load(path, LoadOptions::default())?)
 }
 
 fn check(path: &Path) -> ExitCode {
@@ -190,14 +226,14 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn explain(path: &Path, method: &str, url: &str) -> Result<(), String> {
+fn explain(path: &Path, method: &str, url: &str) -> Result<(), CliError> {
     let config = load(path)?;
     let method: http::Method = method
         .parse()
-        .map_err(|_| format!("\"{method}\" is not an HTTP method"))?;
+        .map_err(|_| refused(format!("\"{method}\" is not an HTTP method")))?;
     let uri: http::Uri = url
         .parse()
-        .map_err(|_| format!("\"{url}\" is not a URL or path"))?;
+        .map_err(|_| refused(format!("\"{url}\" is not a URL or path")))?;
     let mut out = std::io::stdout().lock();
     let mut say = |label: &str, value: &dyn std::fmt::Display| {
         let _ = writeln!(out, "{label:<11} {value}");
@@ -258,20 +294,27 @@ fn explain(path: &Path, method: &str, url: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn key_generate(alg: &str, out: &Path, force: bool) -> Result<(), String> {
+fn key_generate(alg: &str, out: &Path, force: bool) -> Result<(), CliError> {
     let alg: Algorithm = alg
         .parse()
-        .map_err(|_| format!("\"{alg}\" is not a supported algorithm"))?;
-    let text = crate::jwt::generate_key(alg).map_err(|e| e.to_string())?;
+        .map_err(|_| refused(format!("\"{alg}\" is not a supported algorithm")))?;
+    let text = crate::jwt::generate_key(alg).map_err(CliError::Key)?;
     if out.exists() && !force {
-        return Err(format!(
+        return Err(refused(format!(
             "{} exists; pass --force to replace it",
             out.display()
-        ));
+        )));
     }
+    let file_error = |action, path: &Path| {
+        let path = path.to_owned();
+        move |source| CliError::File {
+            action,
+            path,
+            source,
+        }
+    };
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(file_error("create", dir))?;
     }
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
@@ -280,13 +323,13 @@ fn key_generate(alg: &str, out: &Path, force: bool) -> Result<(), String> {
         .truncate(true)
         .mode(0o600)
         .open(out)
-        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        .map_err(file_error("write", out))?;
     // `mode` only applies to a new file; a replaced one must not keep looser permissions.
     use std::os::unix::fs::PermissionsExt as _;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot restrict {}: {e}", out.display()))?;
+        .map_err(file_error("restrict", out))?;
     file.write_all(text.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        .map_err(file_error("write", out))?;
     println!("wrote a {alg:?} key to {}", out.display());
     Ok(())
 }
@@ -296,85 +339,64 @@ fn token_mint(
     sub: String,
     roles: Vec<String>,
     ttl: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let config = load(path)?;
-    let tokens = &config.tokens;
     let ttl = match ttl {
-        Some(text) => crate::config::parse_duration(text)?,
-        None => tokens.access_ttl,
+        Some(text) => crate::config::parse_duration(text).map_err(CliError::Refused)?,
+        None => config.tokens.access_ttl,
     };
-    let signer = Signer::new(tokens.keys[0].clone())
-        .ok_or("the signing key is a public key: it cannot sign")?;
-    let now = crate::credentials::now_secs();
-    let mut jti = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut jti).map_err(|_| "no randomness for the token id")?;
-    let claims = Claims {
-        sub,
-        iat: Some(now),
-        nbf: Some(now),
-        exp: Some(now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2)),
-        jti: Some(jti.iter().map(|b| format!("{b:02x}")).collect()),
-        token_type: Some("access".into()),
-        fresh: Some(false),
-        iss: Some(tokens.issuer.clone()),
-        aud: Some(OneOrMany::One(tokens.audience.clone())),
-        roles: OneOrMany::Many(roles),
-        extra: Default::default(),
-    };
-    let token = signer.sign(&claims).map_err(|e| e.to_string())?;
+    let issuer = Issuer::new(&config.tokens)
+        .ok_or_else(|| refused("the signing key is a public key: it cannot sign"))?;
+    let now = now_secs();
+    let exp = now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let token = issuer
+        .access_token(&sub, &roles, now, exp, false)
+        .map_err(CliError::Signing)?;
     println!("{token}");
     Ok(())
 }
 
 /// Opens the store the config names.
-fn open_store(config: &Config) -> Result<std::sync::Arc<dyn crate::store::Store>, String> {
+fn open_store(config: &Config) -> Result<std::sync::Arc<dyn Store>, CliError> {
     let url = config
         .store
         .as_ref()
-        .ok_or("the config has no [store]: there are no accounts")?;
-    crate::store::open(url).map_err(|e| e.to_string())
+        .ok_or_else(|| refused("the config has no [store]: there are no accounts"))?;
+    Ok(crate::store::open(url)?)
 }
 
-fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
+fn user(config_path: &Path, command: UserCommand) -> Result<(), CliError> {
     let config = load(config_path)?;
     let store = open_store(&config)?;
-    let store_err = |e: crate::store::StoreError| e.to_string();
     // Tokens issued in this second are revoked too: `iat` has one-second resolution.
-    let now_and_before = crate::credentials::now_secs() + 1;
+    let now_and_before = now_secs() + 1;
     // The stored spelling: names ignore case, but tokens carry the stored one, and so
     // must every revocation.
-    let stored_name = |name: &str| -> Result<String, String> {
-        match store.user(name).map_err(store_err)? {
+    let stored_name = |name: &str| -> Result<String, CliError> {
+        match store.user(name)? {
             Some(user) => Ok(user.name),
-            None => Err(format!("no user named \"{name}\"")),
+            None => Err(no_such_user(name)),
         }
     };
     match command {
         UserCommand::Add { name, roles } => {
-            crate::accounts::check_username(&name).map_err(|e| e.description().to_owned())?;
+            crate::accounts::check_username(&name).map_err(|e| refused(e.description()))?;
             for role in &roles {
                 check_role(role)?;
             }
             let password = read_password(config.accounts.min_password_length)?;
-            let user = crate::store::User {
-                password_hash: crate::passwords::hash_blocking(&password)
-                    .map_err(|e| e.to_string())?,
-                name: name.clone(),
-                roles,
-                disabled: false,
-                created_at: crate::credentials::now_secs(),
-                revoked_before: None,
-            };
+            let hash = crate::passwords::hash_blocking(&password).map_err(CliError::Hashing)?;
+            let user = User::new(name.clone(), hash, roles, now_secs());
             match store.create_user(&user) {
-                Err(crate::store::StoreError::Conflict) => {
-                    return Err(format!("a user named \"{name}\" exists"));
+                Err(StoreError::Conflict) => {
+                    return Err(refused(format!("a user named \"{name}\" exists")));
                 }
-                other => other.map_err(store_err)?,
+                other => other?,
             }
             println!("added {name}");
         }
         UserCommand::List => {
-            for user in store.users().map_err(store_err)? {
+            for user in store.users()? {
                 println!(
                     "{}\troles={}\t{}",
                     user.name,
@@ -385,42 +407,33 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
         }
         UserCommand::Remove { name } => {
             let name = stored_name(&name)?;
-            if !store
-                .remove_user(&name, now_and_before)
-                .map_err(store_err)?
-            {
-                return Err(format!("no user named \"{name}\""));
+            if !store.remove_user(&name, now_and_before)? {
+                return Err(no_such_user(&name));
             }
             println!("removed {name}; its tokens are refused");
         }
         UserCommand::SetPassword { name } => {
             let name = stored_name(&name)?;
             let password = read_password(config.accounts.min_password_length)?;
-            let hash = crate::passwords::hash_blocking(&password).map_err(|e| e.to_string())?;
-            store.set_password(&name, &hash).map_err(store_err)?;
-            store
-                .revoke_user(&name, now_and_before)
-                .map_err(store_err)?;
+            let hash = crate::passwords::hash_blocking(&password).map_err(CliError::Hashing)?;
+            store.set_password(&name, &hash)?;
+            store.revoke_user(&name, now_and_before)?;
             println!("password of {name} replaced; its sessions are ended");
         }
         UserCommand::Disable { name } => {
             let name = stored_name(&name)?;
-            store.set_disabled(&name, true).map_err(store_err)?;
-            store
-                .revoke_user(&name, now_and_before)
-                .map_err(store_err)?;
+            store.set_disabled(&name, true)?;
+            store.revoke_user(&name, now_and_before)?;
             println!("disabled {name}; its tokens are refused");
         }
         UserCommand::Enable { name } => {
             let name = stored_name(&name)?;
-            store.set_disabled(&name, false).map_err(store_err)?;
+            store.set_disabled(&name, false)?;
             println!("enabled {name}");
         }
         UserCommand::Revoke { name } => {
             let name = stored_name(&name)?;
-            store
-                .revoke_user(&name, now_and_before)
-                .map_err(store_err)?;
+            store.revoke_user(&name, now_and_before)?;
             tracing::info!(target: "authgate::audit", event = "revoke", user = %name, "revoked from the command line");
             println!("revoked every token of {name}");
         }
@@ -428,8 +441,12 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
     Ok(())
 }
 
+fn no_such_user(name: &str) -> CliError {
+    refused(format!("no user named \"{name}\""))
+}
+
 /// Roles travel comma-joined in a header: no commas, nothing a header cannot hold.
-fn check_role(role: &str) -> Result<(), String> {
+fn check_role(role: &str) -> Result<(), CliError> {
     let ok = !role.is_empty()
         && role.len() <= 64
         && role
@@ -438,36 +455,36 @@ fn check_role(role: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(refused(format!(
             "\"{role}\" is not a role name (letters, digits, '.', '_', '-', ':')"
-        ))
+        )))
     }
 }
 
 /// A new password: prompted twice without echo on a terminal, else one line of stdin.
-fn read_password(min_length: usize) -> Result<String, String> {
+fn read_password(min_length: usize) -> Result<String, CliError> {
     use std::io::IsTerminal as _;
     let password = if std::io::stdin().is_terminal() {
-        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
-        let second = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+        let first = rpassword::prompt_password("Password: ").map_err(CliError::ReadPassword)?;
+        let second = rpassword::prompt_password("Again: ").map_err(CliError::ReadPassword)?;
         if first != second {
-            return Err("the passwords differ".to_owned());
+            return Err(refused("the passwords differ"));
         }
         first
     } else {
         let mut line = String::new();
         std::io::stdin()
             .read_line(&mut line)
-            .map_err(|e| format!("cannot read the password: {e}"))?;
+            .map_err(CliError::ReadPassword)?;
         line.trim_end_matches(['\n', '\r']).to_owned()
     };
     if password.chars().count() < min_length {
-        return Err(format!(
+        return Err(refused(format!(
             "the password must have at least {min_length} characters"
-        ));
+        )));
     }
     if password.len() > crate::passwords::MAX_PASSWORD_BYTES {
-        return Err("the password is too long".to_owned());
+        return Err(refused("the password is too long"));
     }
     Ok(password)
 }

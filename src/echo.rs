@@ -6,12 +6,13 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::{Map, Value};
 
-use crate::body::{Body, BodyError, RequestBody};
+use crate::body::Body;
 use crate::error::json_response;
+use crate::request_body::{BodyError, RequestBody};
 
 /// The echo of one request. The body is read and counted, not kept; its limits apply
 /// as they would to a real upstream.
-pub async fn respond(req: Request<RequestBody>) -> Result<Response, BodyError> {
+pub(crate) async fn respond(req: Request<RequestBody>) -> Result<Response, BodyError> {
     let (parts, mut body) = req.into_parts();
     let mut body_bytes: u64 = 0;
     while let Some(frame) = body.frame().await {

@@ -68,8 +68,12 @@ pub enum Error {
     UpstreamTimeout { upstream: String },
 
     // --- ours ---
-    #[error("the store is unavailable")]
-    StoreUnavailable,
+    #[error("a store call failed")]
+    StoreUnavailable(#[source] crate::store::StoreError),
+    #[error("a blocking task failed")]
+    TaskFailed(#[source] tokio::task::JoinError),
+    #[error("token signing failed")]
+    Signing(#[source] crate::jwt::SignError),
     #[error("too busy")]
     Busy,
     #[error("internal error: {0}")]
@@ -102,12 +106,14 @@ impl Error {
             Error::InsufficientScope | Error::RegistrationClosed => StatusCode::FORBIDDEN,
             Error::UsernameTaken => StatusCode::CONFLICT,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::StoreUnavailable | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Error::StoreUnavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Internal(_) | Error::TaskFailed(_) | Error::Signing(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -131,7 +137,11 @@ impl Error {
             Error::UpstreamUnreachable { .. }
             | Error::UpstreamFailed { .. }
             | Error::UpstreamTimeout { .. } => Fault::Upstream,
-            Error::StoreUnavailable | Error::Busy | Error::Internal(_) => Fault::Internal,
+            Error::StoreUnavailable(_)
+            | Error::Busy
+            | Error::Internal(_)
+            | Error::TaskFailed(_)
+            | Error::Signing(_) => Fault::Internal,
         }
     }
 
@@ -173,14 +183,14 @@ impl Error {
             Error::UsernameTaken => "username_taken",
             Error::RegistrationClosed => "registration_closed",
             Error::RateLimited { .. } => "rate_limited",
-            Error::StoreUnavailable => "store_unavailable",
+            Error::StoreUnavailable(_) => "store_unavailable",
             Error::Busy => "busy",
             Error::MissingToken => "missing_token",
             Error::InvalidToken(_) => "invalid_token",
             Error::InsufficientScope => "insufficient_scope",
             Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => "bad_gateway",
             Error::UpstreamTimeout { .. } => "gateway_timeout",
-            Error::Internal(_) => "internal_error",
+            Error::Internal(_) | Error::TaskFailed(_) | Error::Signing(_) => "internal_error",
         }
     }
 
@@ -189,12 +199,14 @@ impl Error {
         match self {
             Error::Path(e) => e.description(),
             Error::BadRequest(what) | Error::InvalidInput(what) | Error::Internal(what) => what,
+            Error::TaskFailed(_) => "a task of the gateway failed",
+            Error::Signing(_) => "token signing failed",
             Error::MethodNotAllowed(_) => "this endpoint does not take this method",
             Error::InvalidCredentials => "the username or password is wrong",
             Error::UsernameTaken => "this username is taken",
             Error::RegistrationClosed => "registration is closed",
             Error::RateLimited { .. } => "too many attempts; retry later",
-            Error::StoreUnavailable => {
+            Error::StoreUnavailable(_) => {
                 "the gateway cannot save state right now; nothing was changed"
             }
             Error::Busy => "the gateway is busy; retry later",
@@ -257,6 +269,18 @@ impl Error {
         }
         response
     }
+}
+
+/// An error with its causes, for log lines.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A JSON response; the one constructor for every body the gateway writes itself.

@@ -8,15 +8,13 @@ use std::borrow::Cow;
 
 use http::HeaderName;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// `name` lower-cased with `_` read as `-`. Header names from `http` are already lower case.
-pub fn fold(name: &str) -> Cow<'_, str> {
+pub(crate) fn fold(name: &str) -> Cow<'_, str> {
     if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
         Cow::Owned(
             name.bytes()
@@ -36,7 +34,7 @@ pub fn fold(name: &str) -> Cow<'_, str> {
 
 /// Headers the gateway sets or relies on itself; an identity header may not take one of
 /// these (folded) names.
-pub fn is_reserved(folded: &str) -> bool {
+pub(crate) fn is_reserved(folded: &str) -> bool {
     const RESERVED: &[&str] = &[
         "host",
         "authorization",
@@ -60,7 +58,7 @@ pub fn is_reserved(folded: &str) -> bool {
 }
 
 /// Forwarding headers, which only a trusted proxy may send (`folded` spelling).
-pub fn is_forwarding(folded: &str) -> bool {
+pub(crate) fn is_forwarding(folded: &str) -> bool {
     folded.starts_with("x-forwarded-") || folded == "forwarded" || folded == "x-real-ip"
 }
 

@@ -6,50 +6,70 @@
 //!
 //! # Layout
 //!
+//! Modules, from the edges in; each imports only modules below it in the request path.
+//!
 //! | module | its one job |
 //! | --- | --- |
+//! | `server` | sockets, the connection cap, TLS handshakes, protocol detection, drain |
+//! | [`framing`] | the HTTP/1 framing scanner: Content-Length with Transfer-Encoding flagged |
+//! | `watched` | a stream whose reads a watcher sees (the scanner, the HTTP/2 preface deadline) |
+//! | `state` | the config snapshot in force, its reload, the store follower |
+//! | `shared` | what outlives one config: revocations, accounts state, metrics, tunnels |
+//! | `gateway` | the request path, phase by phase, and the one error-to-response point |
+//! | `peer` | the connection's peer, trusted proxies, client IP, forwarded chain |
+//! | `request_id` | request ids: a trusted proxy's kept, ours otherwise |
+//! | [`routes`] | path normalization and the route table |
+//! | [`auth`] | the one authenticator: credentials → a verified caller; token minting |
+//! | `accounts` | register, login, refresh, logout, me; login limits |
+//! | `passwords` | argon2id hashing off the runtime |
+//! | [`jwt`] | claims, keys bound to algorithms, verification and signing |
+//! | `revocation` | revoked tokens and users, in memory, for the hot path |
+//! | [`store`] | durable users, refresh families, revocations (SQLite, Redis) |
+//! | `proxy` | forwarding: header hygiene, identity headers, streaming, tunnels |
+//! | `pool` | upstream connections and the response body that returns one |
+//! | `request_body` | a request body held to the route's limits as it streams |
+//! | `body` | the response body type |
+//! | `echo` | the `builtin:echo` upstream |
+//! | `headers` | header names the gateway manages and their folded spelling |
+//! | `admin` | `/healthz`, `/readyz`, `/metrics` on the admin listener |
+//! | `metrics` | the Prometheus counters and histograms |
+//! | [`error`] | the error type and its one mapping to a response |
 //! | [`config`] | `gateway.toml` → validated [`config::Config`] |
 //! | [`tls`] | PEM → rustls server and client configurations |
-//! | [`server`] | sockets, TLS handshakes, HTTP/1.1 + HTTP/2, graceful drain |
-//! | [`gateway`] | the request path, phase by phase |
-//! | [`routes`] | path normalization and the route decision |
-//! | [`jwt`] | claims, keys bound to algorithms, verification and signing |
-//! | [`revocation`] | revoked tokens and users, in memory, for the hot path |
-//! | [`proxy`] | upstream clients, header hygiene, identity headers, tunnels |
-//! | [`echo`] | the `builtin:echo` upstream |
-//! | [`admin`] | `/healthz`, `/readyz` |
-//! | [`error`] | the error type and its one mapping to a response |
-//! | [`cli`] | the commands besides `serve` |
+//! | [`cli`] | the command line and the commands besides `serve` |
 //!
 //! # The request path
 //!
-//! 1. route: normalize the path (400 on ambiguous spellings), match a route (404);
-//! 2. authenticate: one bearer token, verified, not revoked (401);
-//! 3. authorize: the route's required roles (403);
-//! 4. forward: header hygiene, identity headers, stream to the upstream (502/504);
-//! 5. log: one event per request.
+//! Read it in `gateway.rs`: peer, route, own endpoints, authenticate, authorize, forward,
+//! log — each one call into one module.
 
-pub mod accounts;
-pub mod admin;
-pub mod body;
+mod accounts;
+mod admin;
+pub mod auth;
+mod body;
 pub mod cli;
 pub mod config;
-pub mod credentials;
-pub mod echo;
+mod echo;
 pub mod error;
 pub mod framing;
-pub mod gateway;
-pub mod headers;
+mod gateway;
+mod headers;
 pub mod jwt;
-pub mod metrics;
-pub mod passwords;
-pub mod proxy;
-pub mod revocation;
+mod metrics;
+mod passwords;
+mod peer;
+mod pool;
+mod proxy;
+mod request_body;
+mod request_id;
+mod revocation;
 pub mod routes;
-pub mod server;
+mod server;
+mod shared;
+mod state;
 pub mod store;
 pub mod tls;
-pub mod token_cache;
-pub mod watched;
+mod watched;
 
 pub use server::{Listeners, run, serve};
+pub use shared::StartError;

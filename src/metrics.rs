@@ -20,14 +20,14 @@ use prometheus_client::registry::Registry;
 
 /// A label value shared by many requests without copying (a route pattern, an upstream).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct Label(Arc<str>);
+pub(crate) struct Label(Arc<str>);
 
 impl Label {
-    pub fn new(text: &str) -> Label {
+    pub(crate) fn new(text: &str) -> Label {
         Label(Arc::from(text))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -41,7 +41,7 @@ impl EncodeLabelValue for Label {
 /// Methods as a bounded label: the common ones by name, the rest as `OTHER`.
 #[allow(clippy::upper_case_acronyms)]
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum MethodClass {
+pub(crate) enum MethodClass {
     GET,
     HEAD,
     POST,
@@ -53,7 +53,7 @@ pub enum MethodClass {
 }
 
 impl MethodClass {
-    pub fn of(method: &http::Method) -> MethodClass {
+    pub(crate) fn of(method: &http::Method) -> MethodClass {
         match *method {
             http::Method::GET => MethodClass::GET,
             http::Method::HEAD => MethodClass::HEAD,
@@ -97,7 +97,7 @@ struct ResultLabels {
 
 /// Every metric of the process.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
@@ -126,7 +126,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("authgate");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -208,7 +208,13 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, route: &Label, method: MethodClass, status: u16, elapsed: Duration) {
+    pub(crate) fn request(
+        &self,
+        route: &Label,
+        method: MethodClass,
+        status: u16,
+        elapsed: Duration,
+    ) {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.clone(),
@@ -223,13 +229,13 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn auth_failure(&self, reason: &'static str) {
+    pub(crate) fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 
-    pub fn upstream_error(&self, upstream: &Label, kind: &'static str) {
+    pub(crate) fn upstream_error(&self, upstream: &Label, kind: &'static str) {
         self.upstream_errors
             .get_or_create(&UpstreamLabels {
                 upstream: upstream.clone(),
@@ -238,15 +244,15 @@ impl Metrics {
             .inc();
     }
 
-    pub fn login(&self, result: &'static str) {
+    pub(crate) fn login(&self, result: &'static str) {
         self.logins.get_or_create(&ResultLabels { result }).inc();
     }
 
-    pub fn refresh_reuse(&self) {
+    pub(crate) fn refresh_reuse(&self) {
         self.refresh_reuse.inc();
     }
 
-    pub fn token_cache(&self, hit: bool) {
+    pub(crate) fn token_cache(&self, hit: bool) {
         if hit {
             self.token_cache_hits.inc();
         } else {
@@ -254,19 +260,19 @@ impl Metrics {
         }
     }
 
-    pub fn reload(&self, ok: bool) {
+    pub(crate) fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// Counts a connection while the guard lives.
-    pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
+    pub(crate) fn connection(self: &Arc<Self>) -> ConnectionGuard {
         self.open_connections.inc();
         ConnectionGuard(self.clone())
     }
 
     /// The text exposition, with the revocation map's size read now.
-    pub fn encode(&self, revocations: usize) -> String {
+    pub(crate) fn encode(&self, revocations: usize) -> String {
         self.revocations
             .set(i64::try_from(revocations).unwrap_or(i64::MAX));
         let mut text = String::new();
@@ -279,7 +285,7 @@ impl Metrics {
 
 /// Decrements the open-connection gauge when the connection ends.
 #[derive(Debug)]
-pub struct ConnectionGuard(Arc<Metrics>);
+pub(crate) struct ConnectionGuard(Arc<Metrics>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {

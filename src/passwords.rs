@@ -29,7 +29,7 @@ const LANES: u32 = 1;
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Passwords longer than this are refused before hashing: nobody types 1 KiB, and it
 /// bounds the work one request can ask for.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -42,7 +42,7 @@ pub enum PasswordError {
 /// Hashes and checks passwords off the runtime. Cheap to clone; the worker threads end
 /// when the last clone is dropped.
 #[derive(Debug, Clone)]
-pub struct Passwords {
+pub(crate) struct Passwords {
     permits: Arc<Semaphore>,
     jobs: SyncSender<Job>,
     /// A hash of a random password, checked for unknown users.
@@ -82,7 +82,7 @@ fn argon2() -> Argon2<'static> {
 }
 
 /// Hashes on the calling thread: for the CLI and for start-up, never the runtime.
-pub fn hash_blocking(password: &str) -> Result<String, PasswordError> {
+pub(crate) fn hash_blocking(password: &str) -> Result<String, PasswordError> {
     argon2()
         .hash_password(password.as_bytes())
         .map(|hash| hash.to_string())
@@ -96,7 +96,7 @@ fn verify_blocking(password: &str, hash: &str) -> bool {
 impl Passwords {
     /// `concurrency`: hashes allowed at once (one per core is the useful maximum). Makes
     /// the dummy hash, which takes one hash's time.
-    pub fn new(concurrency: usize) -> Result<Passwords, PasswordError> {
+    pub(crate) fn new(concurrency: usize) -> Result<Passwords, PasswordError> {
         let mut random = [0u8; 32];
         aws_lc_rs::rand::fill(&mut random).map_err(|_| PasswordError::Hashing)?;
         let dummy_password: String = random.iter().map(|b| format!("{b:02x}")).collect();
@@ -135,13 +135,13 @@ impl Passwords {
         result.await.map_err(|_| PasswordError::Hashing)
     }
 
-    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+    pub(crate) async fn hash(&self, password: String) -> Result<String, PasswordError> {
         self.run(move || hash_blocking(&password)).await?
     }
 
     /// Whether `password` matches `hash`; with `None` (no such user) the dummy hash is
     /// checked and the answer is always false, in the same time.
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         password: String,
         hash: Option<String>,

@@ -1,6 +1,6 @@
-//! Forwarding to upstreams: the pooled clients (built once per config), the rewrite of the
-//! request that leaves the gateway, streaming of bodies both ways, WebSocket tunnels, and
-//! upstream failures as typed errors.
+//! Forwarding to upstreams: the clients (built once per config, over `pool`), the rewrite
+//! of the request that leaves the gateway and its header hygiene, streaming of bodies both
+//! ways, WebSocket tunnels, and upstream failures as typed errors.
 //!
 //! Header hygiene runs in a fixed order, so a client cannot use one step against another:
 //! 1. hop-by-hop headers go, and every header `Connection` names;
@@ -12,9 +12,6 @@
 //! Steps 1 and 2 also run on public routes: the upstream must be able to trust that an
 //! identity header always comes from the gateway.
 
-mod pool;
-
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,60 +22,42 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
-use ipnet::IpNet;
 use tokio_util::task::TaskTracker;
 
-use crate::body::{self, Body, BodyError, RequestBody};
+use crate::auth::IdentityHeaders;
+use crate::body::{self, Body};
 use crate::config::{Config, UpstreamTarget};
 use crate::echo;
 use crate::error::Error;
 use crate::headers;
-use crate::jwt::{Claims, TokenError};
-pub use pool::UpstreamBody;
-use pool::{Pool, SendError};
-
-/// Where a request came from, as the accepting socket saw it. Built once per connection.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub tls: bool,
-    /// The peer's address as an `X-Forwarded-For` value, rendered once per connection.
-    pub forwarded_for: HeaderValue,
-}
-
-impl Peer {
-    pub fn new(addr: SocketAddr, tls: bool) -> Peer {
-        let ip = addr.ip().to_canonical();
-        Peer {
-            addr: SocketAddr::new(ip, addr.port()),
-            tls,
-            forwarded_for: HeaderValue::from_str(&ip.to_string())
-                .expect("an IP address is a valid header value"),
-        }
-    }
-}
+use crate::peer::{self, Peer};
+use crate::pool::{Pool, SendError, UpstreamBody};
+use crate::request_body::{BodyError, RequestBody};
 
 /// What the gateway decided about a request, as forwarding needs it.
 #[derive(Debug)]
-pub struct Forward<'a> {
+pub(crate) struct Forward<'a> {
     /// The normalized path the route was matched on, when it differs from the request's
     /// own spelling (`None`: the request's path is already canonical and goes as it is).
-    pub normalized_path: Option<String>,
-    pub upstream: usize,
+    pub(crate) normalized_path: Option<String>,
+    pub(crate) upstream: usize,
     /// The verified identity headers (none on a public route).
-    pub identity: &'a [(HeaderName, HeaderValue)],
+    pub(crate) identity: &'a [(HeaderName, HeaderValue)],
     /// The route's body limit.
-    pub max_body_bytes: u64,
-    pub peer: &'a Peer,
-    pub request_id: &'a HeaderValue,
+    pub(crate) max_body_bytes: u64,
+    pub(crate) peer: &'a Peer,
+    /// Whether the peer is a trusted proxy, whose forwarding headers are kept.
+    pub(crate) trusted: bool,
+    pub(crate) request_id: &'a HeaderValue,
 }
 
 /// The upstream clients and the header policy, built once per config.
 #[derive(Debug)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     upstreams: Vec<UpstreamClient>,
+    /// Whose client copies are removed, in every spelling.
     identity: IdentityHeaders,
-    trusted_proxies: Vec<IpNet>,
+    forward_authorization: bool,
     body_idle_timeout: Duration,
     /// Tunnels outlive their request; the drain waits for them here.
     tasks: TaskTracker,
@@ -101,17 +80,8 @@ enum UpstreamKind {
     Http { pool: Arc<Pool> },
 }
 
-#[derive(Debug)]
-struct IdentityHeaders {
-    user: HeaderName,
-    claims: Vec<(HeaderName, String)>,
-    /// Folded spellings of every identity header, for stripping client copies.
-    folded: Vec<String>,
-    forward_authorization: bool,
-}
-
 impl Proxy {
-    pub fn new(config: &Config, tasks: TaskTracker) -> Proxy {
+    pub(crate) fn new(config: &Config, tasks: TaskTracker) -> Proxy {
         let upstreams = config
             .upstreams
             .iter()
@@ -139,54 +109,17 @@ impl Proxy {
                 },
             })
             .collect();
-        let identity = &config.identity;
         Proxy {
             upstreams,
-            identity: IdentityHeaders {
-                user: identity.user_header.clone(),
-                claims: identity.claim_headers.clone(),
-                folded: identity
-                    .header_names()
-                    .map(|h| headers::fold(h.as_str()).into_owned())
-                    .collect(),
-                forward_authorization: identity.forward_authorization,
-            },
-            trusted_proxies: config.server.trusted_proxies.clone(),
+            identity: IdentityHeaders::new(&config.identity),
+            forward_authorization: config.identity.forward_authorization,
             body_idle_timeout: config.server.body_idle_timeout,
             tasks,
         }
     }
 
-    pub fn upstream_name(&self, index: usize) -> &str {
+    pub(crate) fn upstream_name(&self, index: usize) -> &str {
         self.upstreams.get(index).map_or("", |u| u.name.as_str())
-    }
-
-    /// The client's address: the peer's, or behind trusted proxies the nearest address in
-    /// `X-Forwarded-For` that is not one of them (the only one that cannot be forged).
-    pub fn client_ip(&self, headers: &HeaderMap, peer: &Peer) -> IpAddr {
-        let peer_ip = peer.addr.ip();
-        if !self.is_trusted(peer_ip) {
-            return peer_ip;
-        }
-        let hops: Vec<&str> = headers
-            .get_all(&headers::X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .collect();
-        for hop in hops.iter().rev() {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) if self.is_trusted(ip) => continue,
-                Ok(ip) => return ip,
-                Err(_) => break,
-            }
-        }
-        peer_ip
-    }
-
-    /// Whether the peer's own forwarding headers are believed.
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
     /// Every client header that must not reach the upstream, found in one pass:
@@ -203,17 +136,16 @@ impl Proxy {
                     return true;
                 }
                 if name == "authorization" {
-                    return !self.identity.forward_authorization;
+                    return !self.forward_authorization;
                 }
                 let folded = headers::fold(name);
-                self.identity.folded.iter().any(|f| *f == folded)
-                    || (!trusted && headers::is_forwarding(&folded))
+                self.identity.is_identity(&folded) || (!trusted && headers::is_forwarding(&folded))
             })
             .cloned()
             .collect()
     }
 
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         mut req: Request<Incoming>,
         fwd: Forward<'_>,
@@ -237,13 +169,12 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let trusted = self.is_trusted(fwd.peer.addr.ip());
-        let forwarded_for = forwarded_for(&parts.headers, fwd.peer, trusted);
-        for name in self.headers_to_drop(&parts.headers, trusted) {
+        let forwarded_for = peer::forwarded_for(&parts.headers, fwd.peer, fwd.trusted);
+        for name in self.headers_to_drop(&parts.headers, fwd.trusted) {
             parts.headers.remove(name);
         }
         // What follows inserts up to a handful of headers: grow the map once.
-        parts.headers.reserve(6 + self.identity.claims.len());
+        parts.headers.reserve(5 + self.identity.len());
         // A trusted proxy's own X-Forwarded-Proto and -Host were kept; anyone else's dropped.
         parts
             .headers
@@ -331,27 +262,6 @@ impl Proxy {
             response.headers_mut().remove(name);
         }
         Ok(response.map(|b| body::stream(UpstreamBody::new(b, lease))))
-    }
-
-    /// The identity headers a verified token makes, built once per token (the verified-token
-    /// cache keeps them). A claim that cannot be a header value refuses the request:
-    /// forwarding it without its identity would be worse.
-    pub fn identity_headers(
-        &self,
-        claims: &Claims,
-    ) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
-        let unforwardable = || Error::InvalidToken(TokenError::UnforwardableClaim);
-        let mut headers = Vec::with_capacity(1 + self.identity.claims.len());
-        let user = HeaderValue::from_str(&claims.sub).map_err(|_| unforwardable())?;
-        headers.push((self.identity.user.clone(), user));
-        for (name, claim) in &self.identity.claims {
-            // An absent claim, or an empty list, sets no header.
-            if let Some(text) = claims.header_text(claim).filter(|t| !t.is_empty()) {
-                let value = HeaderValue::from_str(&text).map_err(|_| unforwardable())?;
-                headers.push((name.clone(), value));
-            }
-        }
-        Ok(headers)
     }
 }
 
@@ -475,25 +385,6 @@ fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
         })
         .cloned()
         .collect()
-}
-
-/// `X-Forwarded-For` as the upstream gets it: a trusted proxy's chain with the peer
-/// appended, or the peer alone.
-fn forwarded_for(headers: &HeaderMap, peer: &Peer, trusted: bool) -> HeaderValue {
-    if trusted {
-        let chain: Vec<&str> = headers
-            .get_all(&headers::X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if !chain.is_empty() {
-            let text = format!("{}, {}", chain.join(", "), peer.addr.ip());
-            if let Ok(value) = HeaderValue::from_str(&text) {
-                return value;
-            }
-        }
-    }
-    peer.forwarded_for.clone()
 }
 
 /// Copies bytes both ways between the client's and the upstream's upgraded connections

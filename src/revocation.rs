@@ -18,7 +18,7 @@ use crate::store::Revocation;
 
 /// Shared by every request through an `Arc`; it outlives config reloads.
 #[derive(Debug, Default)]
-pub struct Revocations {
+pub(crate) struct Revocations {
     /// Revoked `jti` → the token's `exp`, after which the entry can go.
     tokens: DashMap<String, i64>,
     /// User → instant (seconds): tokens issued before it are refused.
@@ -26,12 +26,12 @@ pub struct Revocations {
 }
 
 impl Revocations {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Whether a token with these claims has been revoked.
-    pub fn is_revoked(&self, jti: Option<&str>, sub: &str, iat: Option<i64>) -> bool {
+    pub(crate) fn is_revoked(&self, jti: Option<&str>, sub: &str, iat: Option<i64>) -> bool {
         if let Some(jti) = jti
             && self.tokens.contains_key(jti)
         {
@@ -48,17 +48,17 @@ impl Revocations {
     }
 
     /// The instant before which `user`'s tokens are refused, if any.
-    pub fn user_revoked_before(&self, user: &str) -> Option<i64> {
+    pub(crate) fn user_revoked_before(&self, user: &str) -> Option<i64> {
         self.users.get(user).map(|before| *before)
     }
 
-    pub fn revoke_token(&self, jti: &str, exp: i64) {
+    pub(crate) fn revoke_token(&self, jti: &str, exp: i64) {
         self.tokens.insert(jti.to_owned(), exp);
     }
 
     /// Refuses every token of `user` issued before `instant`. A later instant replaces an
     /// earlier one; an earlier one never loosens a later one.
-    pub fn revoke_user_before(&self, user: &str, instant: i64) {
+    pub(crate) fn revoke_user_before(&self, user: &str, instant: i64) {
         self.users
             .entry(user.to_owned())
             .and_modify(|before| *before = (*before).max(instant))
@@ -66,7 +66,7 @@ impl Revocations {
     }
 
     /// Applies a revocation read from the store (idempotent).
-    pub fn apply(&self, revocation: &Revocation) {
+    pub(crate) fn apply(&self, revocation: &Revocation) {
         match revocation {
             Revocation::Token { jti, exp } => self.revoke_token(jti, *exp),
             Revocation::User { user, before } => self.revoke_user_before(user, *before),
@@ -76,18 +76,14 @@ impl Revocations {
     /// Drops token entries whose `exp` (plus `leeway`) has passed: those tokens are refused
     /// as expired anyway. User entries go once every token they could refuse has expired
     /// (`before` older than `user_horizon`).
-    pub fn purge_expired(&self, now: i64, leeway_secs: i64, user_horizon: i64) {
+    pub(crate) fn purge_expired(&self, now: i64, leeway_secs: i64, user_horizon: i64) {
         self.tokens
             .retain(|_, exp| exp.saturating_add(leeway_secs) > now);
         self.users.retain(|_, before| *before >= user_horizon);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.tokens.len() + self.users.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty() && self.users.is_empty()
     }
 }
 
@@ -108,7 +104,7 @@ mod tests {
             "still inside leeway"
         );
         r.purge_expired(131, 30, 0);
-        assert!(r.is_empty());
+        assert_eq!(r.len(), 0);
     }
 
     #[test]
@@ -130,6 +126,6 @@ mod tests {
             "kept until its horizon"
         );
         r.purge_expired(1000, 30, 51);
-        assert!(r.is_empty());
+        assert_eq!(r.len(), 0);
     }
 }

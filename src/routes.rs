@@ -75,6 +75,14 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether a caller with these roles may pass: every role the route requires is among
+    /// them (no token, no roles).
+    pub fn permits(&self, roles: &[String]) -> bool {
+        self.required_roles
+            .iter()
+            .all(|needed| roles.iter().any(|r| r == needed))
+    }
+
     fn allows(&self, method: &Method) -> bool {
         match &self.methods {
             None => true,

@@ -1,13 +1,8 @@
-//! Sockets: the accept loops of the public and admin listeners, the TLS handshake (with a
-//! timeout: hyper has none), HTTP/1.1 and HTTP/2 served by hyper's own connection
-//! builders (the admin listener uses hyper-util's auto builder), config reloads, and the
-//! graceful drain at shutdown.
-//!
-//! What one config makes — the request path ([`Gateway`]), the HTTP settings and the TLS
-//! acceptor — is one immutable [`Snapshot`] behind an `ArcSwap`. A reload builds a new
-//! snapshot and swaps it in: a request runs entirely on the snapshot current when it
-//! started, and the next request on any connection sees the new one. What outlives configs
-//! (revocations, store, limits, metrics, tunnels) is the [`Shared`] state.
+//! Sockets: the accept loops of the public and admin listeners, the connection cap, the
+//! TLS handshake (with a timeout: hyper has none), protocol detection, HTTP/1.1 and HTTP/2
+//! served by hyper's own connection builders (the admin listener uses hyper-util's auto
+//! builder), and the graceful drain at shutdown. Each request goes to the gateway of the
+//! snapshot current when it arrives (`state`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,7 +16,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::Request;
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -32,25 +26,17 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::LoginLimits;
 use crate::admin::{self, Admin, Readiness};
-use crate::config::{Config, LoadOptions, Server};
+use crate::config::Config;
 use crate::framing;
-use crate::gateway::{AccountsState, Gateway, Shared};
+use crate::peer::Peer;
+use crate::shared::{Shared, StartError};
+use crate::state::{self, Current, Snapshot};
 use crate::watched::{ReadWatcher, Watched};
-
-use crate::passwords::Passwords;
-use crate::proxy::Peer;
 
 /// Pause after a failed `accept` (EMFILE and the like) so the loop does not spin while
 /// the process is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// How often revocations made elsewhere (the command line, another replica) are read from
-/// the store: the contract is "enforced within one second".
-const REVOCATION_POLL: Duration = Duration::from_millis(250);
-/// How often expired revocations, refresh tokens and idle rate-limit buckets are dropped.
-const PURGE_INTERVAL: Duration = Duration::from_secs(60);
-
 /// The bound sockets `run` serves. Bound by the caller so tests can use port 0 and read
 /// the address back.
 #[derive(Debug)]
@@ -67,28 +53,6 @@ impl Listeners {
             None => None,
         };
         Ok(Listeners { public, admin })
-    }
-}
-
-/// Everything one config makes for the listener; swapped whole on reload.
-struct Snapshot {
-    gateway: Arc<Gateway>,
-    /// One builder per protocol: the protocol is known before hyper sees a byte (ALPN, or
-    /// a bounded look at the first bytes), so nothing waits on a silent client unbounded.
-    http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
-    tls: Option<TlsAcceptor>,
-}
-
-impl Snapshot {
-    fn new(config: Arc<Config>, shared: &Shared) -> Snapshot {
-        let (http1, http2) = http_builders(&config.server);
-        Snapshot {
-            http1,
-            http2,
-            tls: config.server.tls.clone().map(TlsAcceptor::from),
-            gateway: Arc::new(Gateway::new(config, shared)),
-        }
     }
 }
 
@@ -125,49 +89,6 @@ async fn sniff_protocol(stream: &TcpStream, limit: Duration) -> Option<Protocol>
     tokio::time::timeout(limit, look).await.ok().flatten()
 }
 
-/// Why the gateway could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("cannot open the store: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error("cannot set up password hashing: {0}")]
-    Passwords(#[from] crate::passwords::PasswordError),
-    #[error("a start-up task failed")]
-    Task,
-}
-
-/// Opens the store, loads every revocation in force into the map, and prepares the
-/// password hasher: the state every later config will share. Also returns the store's
-/// revocation cursor, from which the follower goes on.
-pub async fn open_shared(config: &Config) -> Result<(Shared, i64), StartError> {
-    let mut shared = Shared::without_store();
-    let Some(url) = config.store.clone() else {
-        return Ok((shared, 0));
-    };
-    let (store, loaded, cursor, passwords) = tokio::task::spawn_blocking(move || {
-        let store = crate::store::open(&url)?;
-        let (loaded, cursor) = store.revocations_since(0)?;
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let passwords = Passwords::new(cores)?;
-        Ok::<_, StartError>((store, loaded, cursor, passwords))
-    })
-    .await
-    .map_err(|_| StartError::Task)??;
-    for revocation in &loaded {
-        shared.revocations.apply(revocation);
-    }
-    tracing::info!(revocations = shared.revocations.len(), "store opened");
-    shared.accounts = Some(AccountsState {
-        store,
-        passwords,
-        limits: Arc::new(LoginLimits::new(
-            config.accounts.login_rate_per_ip,
-            config.accounts.login_rate_per_user,
-        )),
-    });
-    Ok((shared, cursor))
-}
-
 /// Serves until `shutdown` resolves, then stops accepting, lets requests in flight (and
 /// WebSocket tunnels) finish for up to `server.drain_timeout`, and returns.
 pub async fn run(
@@ -186,13 +107,14 @@ pub async fn serve(
     reloads: Option<mpsc::Receiver<()>>,
 ) -> Result<(), StartError> {
     raise_descriptor_limit(config.server.max_connections);
-    let (shared, cursor) = open_shared(&config).await?;
-    let current = Arc::new(ArcSwap::from_pointee(Snapshot::new(
+    let (shared, cursor) = Shared::open(&config).await?;
+    let current: Current = Arc::new(ArcSwap::from_pointee(Snapshot::new(
         config.clone(),
         &shared,
     )));
-    let follower = tokio::spawn(follow_store(current.clone(), shared.clone(), cursor));
-    let reloader = reloads.map(|rx| tokio::spawn(reload(rx, current.clone(), shared.clone())));
+    let follower = tokio::spawn(state::follow_store(current.clone(), shared.clone(), cursor));
+    let reloader =
+        reloads.map(|rx| tokio::spawn(state::reload(rx, current.clone(), shared.clone())));
     let readiness = Arc::new(Readiness::default());
     let admin = listeners.admin.map(|listener| {
         let state = Arc::new(Admin {
@@ -237,8 +159,8 @@ pub async fn serve(
             stop: stop.clone(),
         };
         let gauge = shared.metrics.connection();
-        let handshake_timeout = snapshot.gateway.config().server.tls_handshake_timeout;
-        let head_timeout = snapshot.gateway.config().server.header_read_timeout;
+        let handshake_timeout = snapshot.config().server.tls_handshake_timeout;
+        let head_timeout = snapshot.config().server.header_read_timeout;
         open.spawn(async move {
             let _held = (permit, gauge);
             let _ = stream.set_nodelay(true);
@@ -270,7 +192,7 @@ pub async fn serve(
 
     readiness.set(false);
     drop(listener);
-    let drain = current.load().gateway.config().server.drain_timeout;
+    let drain = current.load().config().server.drain_timeout;
     tracing::info!(connections = open.len(), ?drain, "draining");
     stop.cancel();
     open.close();
@@ -291,20 +213,6 @@ pub async fn serve(
     }
     follower.abort();
     Ok(())
-}
-
-fn http_builders(server: &Server) -> (http1::Builder, http2::Builder<TokioExecutor>) {
-    let mut h1 = http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .max_header_size(server.max_header_bytes)
-        .max_headers(server.max_headers)
-        .keep_alive(true);
-    let mut h2 = http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new())
-        .max_concurrent_streams(server.http2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
-    (h1, h2)
 }
 
 /// Every client connection needs a descriptor (upstream connections are pooled, and far
@@ -343,7 +251,7 @@ async fn handshake(
 
 /// What one accepted connection needs to serve HTTP.
 struct Connection {
-    current: Arc<ArcSwap<Snapshot>>,
+    current: Current,
     /// Cancelled at shutdown: finish the requests in flight, then close.
     stop: CancellationToken,
 }
@@ -370,7 +278,7 @@ impl Connection {
             // Boxed, so hyper moves a pointer rather than the whole request future.
             Box::pin(async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) })
         });
-        let head_timeout = snapshot.gateway.config().server.header_read_timeout;
+        let head_timeout = snapshot.config().server.header_read_timeout;
         let result = match protocol {
             Protocol::Http1 => {
                 let io = TokioIo::new(framing::Watched::new(stream, flags));
@@ -445,129 +353,6 @@ impl ReadWatcher for PrefaceDeadline {
                 Poll::Pending => Poll::Pending,
             },
             other => other,
-        }
-    }
-}
-
-/// Reloads the config file at each signal: validated fully, then swapped in whole. A file
-/// that does not load (or changes what only a restart can) leaves the old config serving.
-async fn reload(
-    mut signals: mpsc::Receiver<()>,
-    current: Arc<ArcSwap<Snapshot>>,
-    mut shared: Shared,
-) {
-    while signals.recv().await.is_some() {
-        let old = current.load_full();
-        let old_config = old.gateway.config();
-        let path = old_config.file.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            Config::load(
-                &path,
-                LoadOptions {
-                    write_generated: true,
-                },
-            )
-        })
-        .await;
-        let config = match loaded {
-            Ok(Ok(config)) => config,
-            Ok(Err(errors)) => {
-                for issue in &errors.0 {
-                    tracing::error!("reload refused: {issue}");
-                }
-                shared.metrics.reload(false);
-                continue;
-            }
-            Err(_) => {
-                tracing::error!("reload failed: the loading task failed");
-                shared.metrics.reload(false);
-                continue;
-            }
-        };
-        if let Err(why) = restart_only(old_config, &config) {
-            tracing::error!(file = %config.file.display(), "reload refused: {why} needs a restart");
-            shared.metrics.reload(false);
-            continue;
-        }
-        if let Some(accounts) = shared.accounts.as_mut()
-            && (config.accounts.login_rate_per_ip != old_config.accounts.login_rate_per_ip
-                || config.accounts.login_rate_per_user != old_config.accounts.login_rate_per_user)
-        {
-            accounts.limits = Arc::new(LoginLimits::new(
-                config.accounts.login_rate_per_ip,
-                config.accounts.login_rate_per_user,
-            ));
-        }
-        for warning in &config.warnings {
-            tracing::warn!("{warning}");
-        }
-        current.store(Arc::new(Snapshot::new(Arc::new(config), &shared)));
-        shared.metrics.reload(true);
-        tracing::info!("config reloaded");
-    }
-}
-
-/// What a running process cannot change: its sockets, its store, its runtime, whether it
-/// speaks TLS.
-fn restart_only(old: &Config, new: &Config) -> Result<(), &'static str> {
-    if old.server.listen != new.server.listen {
-        return Err("server.listen");
-    }
-    if old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen) {
-        return Err("admin.listen");
-    }
-    if old.store != new.store {
-        return Err("store.url");
-    }
-    if old.server.tls.is_some() != new.server.tls.is_some() {
-        return Err("turning TLS on or off");
-    }
-    if old.server.worker_threads != new.server.worker_threads {
-        return Err("server.worker_threads");
-    }
-    if old.server.max_connections != new.server.max_connections {
-        return Err("server.max_connections");
-    }
-    Ok(())
-}
-
-/// Keeps the revocation map in step with the store, and purges what has expired.
-async fn follow_store(current: Arc<ArcSwap<Snapshot>>, shared: Shared, mut cursor: i64) {
-    let Some(state) = shared.accounts else {
-        return;
-    };
-    let mut poll = tokio::time::interval(REVOCATION_POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_purge = tokio::time::Instant::now();
-    loop {
-        poll.tick().await;
-        let store = state.store.clone();
-        match tokio::task::spawn_blocking(move || store.revocations_since(cursor)).await {
-            Ok(Ok((found, next))) => {
-                for revocation in &found {
-                    shared.revocations.apply(revocation);
-                }
-                cursor = next;
-            }
-            Ok(Err(error)) => tracing::warn!(%error, "cannot read revocations from the store"),
-            Err(_) => tracing::warn!("the revocation reader failed"),
-        }
-        if last_purge.elapsed() >= PURGE_INTERVAL {
-            last_purge = tokio::time::Instant::now();
-            let snapshot = current.load_full();
-            let tokens = &snapshot.gateway.config().tokens;
-            let leeway = i64::try_from(tokens.leeway.as_secs()).unwrap_or(0);
-            let access_ttl = i64::try_from(tokens.access_ttl.as_secs()).unwrap_or(0);
-            let now = crate::credentials::now_secs();
-            let horizon = now - access_ttl - leeway;
-            shared.revocations.purge_expired(now, leeway, horizon);
-            snapshot.gateway.forget_idle_limits();
-            let store = state.store.clone();
-            if let Ok(Err(error)) =
-                tokio::task::spawn_blocking(move || store.purge(now - leeway, horizon)).await
-            {
-                tracing::warn!(%error, "cannot purge the store");
-            }
         }
     }
 }

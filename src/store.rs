@@ -24,8 +24,16 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     #[error("the name is taken")]
     Conflict,
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    #[error("the store is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot create the store's folder {}", .dir.display())]
+    Folder {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the store has schema version {found}, newer than this authgate knows ({known})")]
+    NewerSchema { found: usize, known: usize },
 }
 
 /// A user account as stored.
@@ -40,6 +48,20 @@ pub struct User {
     /// The latest `revoke_user` instant of this user, if any (read only; derived from the
     /// revocations).
     pub revoked_before: Option<i64>,
+}
+
+impl User {
+    /// A new, enabled account.
+    pub fn new(name: String, password_hash: String, roles: Vec<String>, now: i64) -> User {
+        User {
+            name,
+            password_hash,
+            roles,
+            disabled: false,
+            created_at: now,
+            revoked_before: None,
+        }
+    }
 }
 
 /// One refresh token of a family.

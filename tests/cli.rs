@@ -661,10 +661,17 @@ fn token_mint_signs_an_access_token_with_the_configured_key() {
     let iat = payload["iat"].as_i64().expect("iat");
     let exp = payload["exp"].as_i64().expect("exp");
     assert_eq!(exp - iat, 600, "tokens.access_ttl = 10m");
-    let now = authgate::credentials::now_secs();
+    let now = authgate::auth::now_secs();
     assert!((now - 60..=now).contains(&iat), "iat {iat}, now {now}");
     let jti = payload["jti"].as_str().expect("jti");
-    assert_eq!(jti.len(), 32);
+    // The same jti shape the gateway's /auth/login gives: a UUID v4.
+    let groups: Vec<usize> = jti.split('-').map(str::len).collect();
+    assert_eq!(groups, [8, 4, 4, 4, 12], "jti {jti}");
+    assert!(
+        jti.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()),
+        "jti {jti}"
+    );
+    assert_eq!(&jti[14..15], "4", "version 4: {jti}");
 
     // And the gateway's own verifier accepts it.
     let verifier = Verifier::new(
@@ -771,7 +778,7 @@ fn a_secret_from_the_environment_signs_hs256_tokens() {
         0,
     );
     let claims = verifier
-        .verify_access(token, authgate::credentials::now_secs())
+        .verify_access(token, authgate::auth::now_secs())
         .expect("verifies");
     assert_eq!(claims.sub, "carol");
     assert!(!printed.contains(secret) && !stderr(&out).contains(secret));

@@ -493,7 +493,7 @@ async fn a_user_revoke_that_returned_survives_a_sigkill() {
         output.stdout,
         output.stderr
     );
-    let revoked_at = authgate::credentials::now_secs();
+    let revoked_at = authgate::auth::now_secs();
     gate.sigkill();
 
     let gate = site.start("info").await;
@@ -512,7 +512,7 @@ async fn a_user_revoke_that_returned_survives_a_sigkill() {
     assert_eq!(body["error"], "invalid_token", "{body}");
 
     // The revocation covers "now" with one-second resolution; a login after it works.
-    while authgate::credentials::now_secs() <= revoked_at + 1 {
+    while authgate::auth::now_secs() <= revoked_at + 1 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let again = api.login_ok("alice", password).await;
@@ -690,7 +690,7 @@ async fn no_secret_reaches_a_log_line_at_debug_and_trace() {
         "a token in the query: {body}"
     );
     let mut expired = access_claims("alice", &[]);
-    let now = authgate::credentials::now_secs();
+    let now = authgate::auth::now_secs();
     expired.iat = Some(now - 7200);
     expired.nbf = Some(now - 7200);
     expired.exp = Some(now - 3600);

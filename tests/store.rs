@@ -313,7 +313,7 @@ fn a_redis_that_is_gone_is_unavailable() {
 #[test]
 fn families_outlive_their_first_token_and_spent_tokens_stay_known_past_exp() {
     for (backend, store, _keep) in backends() {
-        let now = authgate::credentials::now_secs();
+        let now = authgate::auth::now_secs();
         // Two families whose first tokens expire in a second; their successors an hour later.
         for (first, family) in [("r1", "f1"), ("s1", "f2")] {
             let mut token = token(first, family);
@@ -331,7 +331,7 @@ fn families_outlive_their_first_token_and_spent_tokens_stay_known_past_exp() {
         }
         // Past the first tokens' expiry (Redis expires keys by its own clock).
         std::thread::sleep(std::time::Duration::from_millis(2200));
-        let later = authgate::credentials::now_secs();
+        let later = authgate::auth::now_secs();
         assert_eq!(
             store
                 .rotate("r1-next", "r3", now + 3600, later)
@@ -365,7 +365,7 @@ fn families_outlive_their_first_token_and_spent_tokens_stay_known_past_exp() {
 fn a_redis_family_is_kept_as_long_as_its_newest_token() {
     let redis = RedisServer::start();
     let store = open(&StoreUrl::Redis(redis.url())).expect("redis");
-    let now = authgate::credentials::now_secs();
+    let now = authgate::auth::now_secs();
     let mut first = token("r1", "f1");
     first.exp = now + 10;
     store.start_family(&first, now).expect("start");

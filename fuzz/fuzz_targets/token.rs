@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use authgate::credentials::bearer_token;
+use authgate::auth::bearer_token;
 use authgate::jwt::{Algorithm, Claims, Key, OneOrMany, Signer, Verifier};
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use libfuzzer_sys::fuzz_target;

@@ -13,7 +13,7 @@ use crate::config::Rate;
 use crate::error::Error;
 
 #[derive(Debug)]
-pub struct LoginLimits {
+pub(crate) struct LoginLimits {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     per_user: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
@@ -30,7 +30,7 @@ fn quota(rate: Rate) -> Quota {
 }
 
 impl LoginLimits {
-    pub fn new(per_ip: Rate, per_user: Rate) -> LoginLimits {
+    pub(crate) fn new(per_ip: Rate, per_user: Rate) -> LoginLimits {
         LoginLimits {
             per_ip: RateLimiter::keyed(quota(per_ip)),
             per_user: RateLimiter::keyed(quota(per_user)),
@@ -49,12 +49,12 @@ impl LoginLimits {
     }
 
     /// One attempt from `ip`: refused when its bucket is empty.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Error> {
+    pub(crate) fn check_ip(&self, ip: IpAddr) -> Result<(), Error> {
         self.per_ip.check_key(&ip).map_err(|n| self.retry_after(n))
     }
 
     /// One login attempt from `ip` for `user`: both buckets must have room.
-    pub fn check(&self, ip: IpAddr, user: &str) -> Result<(), Error> {
+    pub(crate) fn check(&self, ip: IpAddr, user: &str) -> Result<(), Error> {
         self.check_ip(ip)?;
         // Names are bounded before they become keys, so a flood of long names costs little,
         // and folded as the store folds them, so "Alice" and "alice" share one bucket.
@@ -65,7 +65,7 @@ impl LoginLimits {
     }
 
     /// Forgets buckets that have refilled, bounding memory under a flood of keys.
-    pub fn forget_idle(&self) {
+    pub(crate) fn forget_idle(&self) {
         self.per_ip.retain_recent();
         self.per_user.retain_recent();
         self.per_ip.shrink_to_fit();

@@ -283,7 +283,7 @@ impl std::fmt::Debug for RedisStore {
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(Box::new(e))
 }
 
 fn number(text: &str) -> i64 {

@@ -56,7 +56,7 @@ pub struct SqliteStore {
 }
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(Box::new(e))
 }
 
 impl SqliteStore {
@@ -64,8 +64,9 @@ impl SqliteStore {
     /// current version.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+                dir: dir.to_owned(),
+                source,
             })?;
         }
         let conn = Connection::open(path).map_err(unavailable)?;
@@ -100,10 +101,10 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let version = usize::try_from(version).unwrap_or(usize::MAX);
         if version > MIGRATIONS.len() {
-            return Err(StoreError::Unavailable(format!(
-                "the store has schema version {version}, newer than this authgate knows ({})",
-                MIGRATIONS.len()
-            )));
+            return Err(StoreError::NewerSchema {
+                found: version,
+                known: MIGRATIONS.len(),
+            });
         }
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
             tx.execute_batch(migration).map_err(unavailable)?;

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 pub const NOW_SKEW: i64 = 0;
 
 pub fn now() -> i64 {
-    authgate::credentials::now_secs() + NOW_SKEW
+    authgate::auth::now_secs() + NOW_SKEW
 }
 
 /// A test PKI: a CA and a server certificate for localhost / 127.0.0.1, plus a client

@@ -1,13 +1,23 @@
-//! Credentials on a request: the one bearer token it carries, and the verified identity
-//! that token stands for. Used by the route path and by the account endpoints alike.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! The credential sources: where a request may carry who it is, one function per source.
+//! A new source is one function here and one [`Credential`] variant; [`extract`] is the
+//! one place that decides which source a request used.
 
 use http::header::{self, HeaderMap};
 
 use crate::error::Error;
-use crate::jwt::{Claims, TokenError, Verifier};
-use crate::revocation::Revocations;
+use crate::jwt::TokenError;
+
+/// A credential as found on a request, not yet verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credential<'a> {
+    /// `Authorization: Bearer <token>`: an access token.
+    Bearer(&'a str),
+}
+
+/// The request's one credential; none is [`Error::MissingToken`].
+pub(crate) fn extract(headers: &HeaderMap) -> Result<Credential<'_>, Error> {
+    bearer_token(headers).map(Credential::Bearer)
+}
 
 /// The token of the one `Authorization: Bearer` header. Two `Authorization` headers are a
 /// conflict, not a choice.
@@ -31,27 +41,6 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
     Ok(token)
 }
 
-/// The verified claims of the request's access token, refused if revoked.
-pub fn authenticate(
-    headers: &HeaderMap,
-    verifier: &Verifier,
-    revocations: &Revocations,
-) -> Result<Claims, Error> {
-    let token = bearer_token(headers)?;
-    let claims = verifier.verify_access(token, now_secs())?;
-    if revocations.is_revoked(claims.jti.as_deref(), &claims.sub, claims.iat) {
-        return Err(TokenError::Revoked.into());
-    }
-    Ok(claims)
-}
-
-/// Seconds since the epoch: the one clock read behind token checks and issuing.
-pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +62,10 @@ mod tests {
         assert_eq!(bearer_token(&headers(&["Bearer abc"])).ok(), Some("abc"));
         assert_eq!(bearer_token(&headers(&["bearer abc"])).ok(), Some("abc"));
         assert_eq!(bearer_token(&headers(&["BEARER  abc "])).ok(), Some("abc"));
+        assert_eq!(
+            extract(&headers(&["Bearer abc"])).ok(),
+            Some(Credential::Bearer("abc"))
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service as _;
 
-use crate::body::RequestBody;
+use crate::request_body::RequestBody;
 
 /// Idle connections kept per upstream; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
@@ -42,7 +42,7 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum SendError {
+pub(crate) enum SendError {
     #[error("connecting failed: {0}")]
     Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the request failed: {0}")]
@@ -59,7 +59,7 @@ struct Idle {
     since: Instant,
 }
 
-pub(super) struct Pool {
+pub(crate) struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// `scheme://authority` of the upstream, what the connector dials.
     target: Uri,
@@ -83,13 +83,13 @@ impl std::fmt::Debug for Pool {
 
 /// An HTTP/1.1 connection lent to one response, returned when its body is done.
 #[derive(Debug)]
-pub(super) struct Lease {
+pub(crate) struct Lease {
     pool: Arc<Pool>,
     sender: http1::SendRequest<RequestBody>,
 }
 
 impl Lease {
-    pub(super) fn release(self) {
+    pub(crate) fn release(self) {
         if self.sender.is_closed() {
             return;
         }
@@ -117,7 +117,7 @@ fn expire(idle: &mut VecDeque<Idle>, timeout: Duration, now: Instant) {
 }
 
 impl Pool {
-    pub(super) fn new(
+    pub(crate) fn new(
         connector: HttpsConnector<HttpConnector>,
         target: Uri,
         idle_timeout: Duration,
@@ -135,7 +135,7 @@ impl Pool {
 
     /// Sends `req` (whose URI is already the upstream's) and returns the response head,
     /// with the lease of its HTTP/1.1 connection when there is one to return.
-    pub(super) async fn send(
+    pub(crate) async fn send(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
@@ -323,7 +323,7 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub(super) fn new(inner: Incoming, lease: Option<Lease>) -> UpstreamBody {
+    pub(crate) fn new(inner: Incoming, lease: Option<Lease>) -> UpstreamBody {
         UpstreamBody { inner, lease }
     }
 

@@ -5,7 +5,7 @@
 //! picks a slot; a token differing in one byte is a miss and is verified from scratch).
 //! What is cached is what cannot change for a given token: a valid signature from a
 //! configured key, the right issuer, audience and type, and the identity headers those
-//! claims make. What can change is checked on every hit by the caller: `exp` and `nbf`
+//! claims make. What can change is checked on every hit by the [`Authenticator`](super::Authenticator): `exp` and `nbf`
 //! against the clock, and the revocation map. The cache belongs to one config: a reload
 //! (new keys, new identity headers) builds a new, empty one.
 //!
@@ -14,25 +14,17 @@
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
 use quick_cache::UnitWeighter;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 
-use crate::jwt::Claims;
-
-/// A verified access token: its claims and the identity headers they make.
-#[derive(Debug)]
-pub struct Authenticated {
-    pub claims: Claims,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
+use super::Caller;
 
 type Inner = Cache<
     Box<str>,
-    Arc<Authenticated>,
+    Arc<Caller>,
     UnitWeighter,
     foldhash::fast::RandomState,
-    DefaultLifecycle<Box<str>, Arc<Authenticated>>,
+    DefaultLifecycle<Box<str>, Arc<Caller>>,
 >;
 
 #[derive(Debug)]
@@ -55,11 +47,11 @@ impl TokenCache {
         TokenCache { inner }
     }
 
-    pub fn get(&self, token: &str) -> Option<Arc<Authenticated>> {
+    pub fn get(&self, token: &str) -> Option<Arc<Caller>> {
         self.inner.as_ref()?.get(token)
     }
 
-    pub fn insert(&self, token: &str, entry: Arc<Authenticated>) {
+    pub fn insert(&self, token: &str, entry: Arc<Caller>) {
         if let Some(inner) = &self.inner {
             inner.insert(token.into(), entry);
         }
@@ -77,9 +69,11 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jwt::Claims;
 
-    fn entry(sub: &str) -> Arc<Authenticated> {
-        Arc::new(Authenticated {
+    fn entry(sub: &str) -> Arc<Caller> {
+        Arc::new(Caller {
+            via: crate::auth::Via::Bearer,
             claims: Claims {
                 sub: sub.into(),
                 iat: None,

@@ -1,0 +1,152 @@
+//! Who is calling: the one [`Authenticator`] that turns a request's credentials into a
+//! verified [`Caller`], or refuses them. Routes, the account endpoints and the identity
+//! headers all ask it; nothing else verifies a credential.
+//!
+//! | part | its one job |
+//! | --- | --- |
+//! | `credentials` | the credential sources, one function each |
+//! | `cache` | verified access tokens, so a repeated token costs a lookup |
+//! | `identity` | the identity headers a caller becomes upstream |
+//! | `issuer` | minting tokens, for the account endpoints and `token mint` |
+//!
+//! Whatever the source and whether the cache answered, the same checks end every
+//! decision: the token's times against the clock and the revocation map.
+
+mod cache;
+mod credentials;
+mod identity;
+mod issuer;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::jwt::{Claims, TokenError, Verifier};
+use crate::metrics::Metrics;
+use crate::revocation::Revocations;
+
+pub use cache::TokenCache;
+pub use credentials::bearer_token;
+pub(crate) use identity::IdentityHeaders;
+pub(crate) use issuer::{Issuer, random_uuid};
+
+use credentials::Credential;
+
+/// A verified caller: who it is (`claims.sub`), its roles and claims, the identity headers
+/// it becomes upstream, and how it proved itself.
+#[derive(Debug)]
+pub struct Caller {
+    pub claims: Claims,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub via: Via,
+}
+
+impl Caller {
+    /// The caller's name, as the identity header carries it.
+    pub fn name(&self) -> &str {
+        &self.claims.sub
+    }
+
+    pub fn roles(&self) -> &[String] {
+        self.claims.roles.as_slice()
+    }
+}
+
+/// How a caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// An access token in `Authorization: Bearer`.
+    Bearer,
+}
+
+/// Verifies credentials for one config (its keys, issuer, audience, identity headers);
+/// a reload builds a new one, with an empty cache.
+#[derive(Debug)]
+pub(crate) struct Authenticator {
+    verifier: Verifier,
+    cache: TokenCache,
+    identity: IdentityHeaders,
+    revocations: Arc<Revocations>,
+    metrics: Arc<Metrics>,
+}
+
+impl Authenticator {
+    pub(crate) fn new(
+        config: &Config,
+        revocations: Arc<Revocations>,
+        metrics: Arc<Metrics>,
+    ) -> Authenticator {
+        let tokens = &config.tokens;
+        let verifier = Verifier::new(
+            tokens.keys.clone(),
+            tokens.issuer.clone(),
+            tokens.audience.clone(),
+            i64::try_from(tokens.leeway.as_secs()).unwrap_or(i64::MAX),
+        )
+        .with_extra_claims(
+            config
+                .identity
+                .claim_headers
+                .iter()
+                .map(|(_, claim)| claim.as_str()),
+        );
+        Authenticator {
+            verifier,
+            cache: TokenCache::new(tokens.verified_cache),
+            identity: IdentityHeaders::new(&config.identity),
+            revocations,
+            metrics,
+        }
+    }
+
+    /// The verifier of this config's tokens, for the account endpoints that take refresh
+    /// tokens and for the published keys.
+    pub(crate) fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// The caller the request's one credential stands for.
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, Error> {
+        let caller = match credentials::extract(headers)? {
+            Credential::Bearer(token) => self.access_token(token)?,
+        };
+        let claims = &caller.claims;
+        if self
+            .revocations
+            .is_revoked(claims.jti.as_deref(), &claims.sub, claims.iat)
+        {
+            return Err(TokenError::Revoked.into());
+        }
+        Ok(caller)
+    }
+
+    /// An access token, verified — or found in the verified-token cache, then checked
+    /// again against the clock.
+    fn access_token(&self, token: &str) -> Result<Arc<Caller>, Error> {
+        let now = now_secs();
+        if let Some(hit) = self.cache.get(token) {
+            self.metrics.token_cache(true);
+            self.verifier.check_times(&hit.claims, now)?;
+            return Ok(hit);
+        }
+        self.metrics.token_cache(false);
+        let claims = self.verifier.verify_access(token, now)?;
+        let caller = Arc::new(Caller {
+            headers: self.identity.render(&claims)?,
+            claims,
+            via: Via::Bearer,
+        });
+        self.cache.insert(token, caller.clone());
+        Ok(caller)
+    }
+}
+
+/// Seconds since the epoch: the one clock read behind token checks and issuing.
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

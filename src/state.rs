@@ -1,0 +1,192 @@
+//! The config in force and its life: what one config makes (the request path, the HTTP
+//! settings, the TLS acceptor) is one immutable [`Snapshot`] behind an `ArcSwap`; a reload
+//! builds a new snapshot and swaps it in whole, and the store follower keeps the
+//! revocation map in step with the store. A request runs entirely on the snapshot current
+//! when it started; the next request on any connection sees the new one. What outlives
+//! configs is the [`Shared`] state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+use crate::accounts::LoginLimits;
+use crate::auth::now_secs;
+use crate::config::{Config, LoadOptions, Server};
+use crate::gateway::Gateway;
+use crate::shared::Shared;
+
+/// How often revocations made elsewhere (the command line, another replica) are read from
+/// the store: the contract is "enforced within one second".
+const REVOCATION_POLL: Duration = Duration::from_millis(250);
+/// How often expired revocations, refresh tokens and idle rate-limit buckets are dropped.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The snapshot in force, swapped whole on reload.
+pub(crate) type Current = Arc<ArcSwap<Snapshot>>;
+
+/// Everything one config makes for the listener.
+pub(crate) struct Snapshot {
+    pub(crate) gateway: Arc<Gateway>,
+    /// One builder per protocol: the protocol is known before hyper sees a byte (ALPN, or
+    /// a bounded look at the first bytes), so nothing waits on a silent client unbounded.
+    pub(crate) http1: http1::Builder,
+    pub(crate) http2: http2::Builder<TokioExecutor>,
+    pub(crate) tls: Option<TlsAcceptor>,
+}
+
+impl Snapshot {
+    pub(crate) fn new(config: Arc<Config>, shared: &Shared) -> Snapshot {
+        let (http1, http2) = http_builders(&config.server);
+        Snapshot {
+            http1,
+            http2,
+            tls: config.server.tls.clone().map(TlsAcceptor::from),
+            gateway: Arc::new(Gateway::new(config, shared)),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        self.gateway.config()
+    }
+}
+
+fn http_builders(server: &Server) -> (http1::Builder, http2::Builder<TokioExecutor>) {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_header_size(server.max_header_bytes)
+        .max_headers(server.max_headers)
+        .keep_alive(true);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(server.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
+    (h1, h2)
+}
+
+/// Reloads the config file at each signal: validated fully, then swapped in whole. A file
+/// that does not load (or changes what only a restart can) leaves the old config serving.
+pub(crate) async fn reload(mut signals: mpsc::Receiver<()>, current: Current, mut shared: Shared) {
+    while signals.recv().await.is_some() {
+        let old = current.load_full();
+        let old_config = old.config();
+        let path = old_config.file.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            Config::load(
+                &path,
+                LoadOptions {
+                    write_generated: true,
+                },
+            )
+        })
+        .await;
+        let config = match loaded {
+            Ok(Ok(config)) => config,
+            Ok(Err(errors)) => {
+                for issue in &errors.0 {
+                    tracing::error!("reload refused: {issue}");
+                }
+                shared.metrics.reload(false);
+                continue;
+            }
+            Err(_) => {
+                tracing::error!("reload failed: the loading task failed");
+                shared.metrics.reload(false);
+                continue;
+            }
+        };
+        if let Err(why) = restart_only(old_config, &config) {
+            tracing::error!(file = %config.file.display(), "reload refused: {why} needs a restart");
+            shared.metrics.reload(false);
+            continue;
+        }
+        if let Some(accounts) = shared.accounts.as_mut()
+            && (config.accounts.login_rate_per_ip != old_config.accounts.login_rate_per_ip
+                || config.accounts.login_rate_per_user != old_config.accounts.login_rate_per_user)
+        {
+            accounts.limits = Arc::new(LoginLimits::new(
+                config.accounts.login_rate_per_ip,
+                config.accounts.login_rate_per_user,
+            ));
+        }
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        current.store(Arc::new(Snapshot::new(Arc::new(config), &shared)));
+        shared.metrics.reload(true);
+        tracing::info!("config reloaded");
+    }
+}
+
+/// What a running process cannot change: its sockets, its store, its runtime, whether it
+/// speaks TLS.
+fn restart_only(old: &Config, new: &Config) -> Result<(), &'static str> {
+    if old.server.listen != new.server.listen {
+        return Err("server.listen");
+    }
+    if old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen) {
+        return Err("admin.listen");
+    }
+    if old.store != new.store {
+        return Err("store.url");
+    }
+    if old.server.tls.is_some() != new.server.tls.is_some() {
+        return Err("turning TLS on or off");
+    }
+    if old.server.worker_threads != new.server.worker_threads {
+        return Err("server.worker_threads");
+    }
+    if old.server.max_connections != new.server.max_connections {
+        return Err("server.max_connections");
+    }
+    Ok(())
+}
+
+/// Keeps the revocation map in step with the store, and purges what has expired.
+pub(crate) async fn follow_store(current: Current, shared: Shared, mut cursor: i64) {
+    let Some(state) = shared.accounts else {
+        return;
+    };
+    let mut poll = tokio::time::interval(REVOCATION_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_purge = tokio::time::Instant::now();
+    loop {
+        poll.tick().await;
+        let store = state.store.clone();
+        match tokio::task::spawn_blocking(move || store.revocations_since(cursor)).await {
+            Ok(Ok((found, next))) => {
+                for revocation in &found {
+                    shared.revocations.apply(revocation);
+                }
+                cursor = next;
+            }
+            Ok(Err(error)) => tracing::warn!(
+                error = %crate::error::error_chain(&error),
+                "cannot read revocations from the store"
+            ),
+            Err(_) => tracing::warn!("the revocation reader failed"),
+        }
+        if last_purge.elapsed() >= PURGE_INTERVAL {
+            last_purge = tokio::time::Instant::now();
+            let snapshot = current.load_full();
+            let tokens = &snapshot.config().tokens;
+            let leeway = i64::try_from(tokens.leeway.as_secs()).unwrap_or(0);
+            let access_ttl = i64::try_from(tokens.access_ttl.as_secs()).unwrap_or(0);
+            let now = now_secs();
+            let horizon = now - access_ttl - leeway;
+            shared.revocations.purge_expired(now, leeway, horizon);
+            snapshot.gateway.forget_idle_limits();
+            let store = state.store.clone();
+            if let Ok(Err(error)) =
+                tokio::task::spawn_blocking(move || store.purge(now - leeway, horizon)).await
+            {
+                tracing::warn!(error = %crate::error::error_chain(&error), "cannot purge the store");
+            }
+        }
+    }
+}
