@@ -284,7 +284,7 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// A JSON response; the one constructor for every body the gateway writes itself.
-pub fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
     bytes.push(b'\n');
     let mut response = Response::new(body::full(Bytes::from(bytes)));

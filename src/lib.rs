@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //!
-//! Modules, from the edges in; each imports only modules below it in the request path.
+//! Modules, from the edges in. No two import each other, directly or around a loop; the
+//! public ones are what the binary, the tests, the benches and the fuzz targets use.
 //!
 //! | module | its one job |
 //! | --- | --- |
@@ -33,7 +34,7 @@
 //! | `headers` | header names the gateway manages and their folded spelling |
 //! | `admin` | `/healthz`, `/readyz`, `/metrics` on the admin listener |
 //! | `metrics` | the Prometheus counters and histograms |
-//! | [`error`] | the error type and its one mapping to a response |
+//! | `error` | the error type and its one mapping to a response |
 //! | [`config`] | `gateway.toml` → validated [`config::Config`] |
 //! | [`tls`] | PEM → rustls server and client configurations |
 //! | [`cli`] | the command line and the commands besides `serve` |
@@ -50,7 +51,7 @@ mod body;
 pub mod cli;
 pub mod config;
 mod echo;
-pub mod error;
+mod error;
 pub mod framing;
 mod gateway;
 mod headers;
