@@ -8,14 +8,18 @@
 //! each conflicting request by its position on the connection; the server marks that
 //! request, and the gateway answers it 400 without forwarding it.
 //!
-//! It fails open: anything it cannot follow (an upgrade, a malformed head, a huge head)
-//! stops the scanning for the rest of the connection, leaving hyper's own handling, which
-//! is safe in itself (one framing upstream, the connection closed after the response).
+//! A request asking for an upgrade changes nothing until the upgrade happens: hyper reads
+//! the next request when the answer was not 101, so the scanner follows on, and the server
+//! stops it (`Flags::upgraded`) only once a 101 turned the connection into a tunnel.
+//!
+//! It fails open: anything it cannot follow (a malformed head, a huge head) stops the
+//! scanning for the rest of the connection, leaving hyper's own handling, which is safe in
+//! itself (one framing upstream, the connection closed after the response).
 
 use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -39,6 +43,7 @@ const MAX_HEADERS: usize = 10_000;
 pub struct Flags {
     flagged: Mutex<VecDeque<u64>>,
     served: AtomicU64,
+    upgraded: AtomicBool,
 }
 
 impl Flags {
@@ -54,6 +59,11 @@ impl Flags {
             return true;
         }
         false
+    }
+
+    /// The connection is a tunnel from here on: what follows is not HTTP.
+    pub fn upgraded(&self) {
+        self.upgraded.store(true, Ordering::Release);
     }
 
     fn flag(&self, index: u64) {
@@ -111,6 +121,9 @@ impl Default for Scanner {
 impl Scanner {
     /// Follows `bytes`, flagging conflicting heads in `flags`.
     pub fn feed(&mut self, mut bytes: &[u8], flags: &Flags) {
+        if flags.upgraded.load(Ordering::Acquire) {
+            return self.stop();
+        }
         while !bytes.is_empty() {
             match self.state {
                 State::Stopped => return,
@@ -252,12 +265,7 @@ impl Scanner {
             }
             parsed => parsed,
         };
-        let Ok(Some(Framing {
-            length,
-            chunked,
-            upgrade,
-        })) = framing
-        else {
+        let Ok(Some(Framing { length, chunked })) = framing else {
             return self.stop();
         };
         let index = self.heads;
@@ -266,13 +274,11 @@ impl Scanner {
             flags.flag(index);
         }
         self.state = match (chunked, length) {
-            // What comes after an upgrade is not HTTP; a non-chunked coding is refused.
-            _ if upgrade => State::Stopped,
             (Some(true), _) => State::ChunkSize,
             (Some(false), _) => State::Stopped,
             (None, Some(Some(0)) | None) => State::Head,
             (None, Some(Some(n))) => State::Fixed(n),
-            // hyper answers 400 to a length it cannot read.
+            // A non-chunked coding is refused; hyper answers 400 to a length it cannot read.
             (None, Some(None)) => State::Stopped,
         };
     }
@@ -285,7 +291,6 @@ struct Framing {
     length: Option<Option<u64>>,
     /// Transfer-Encoding, and whether it ends in `chunked`.
     chunked: Option<bool>,
-    upgrade: bool,
 }
 
 impl Framing {
@@ -304,7 +309,6 @@ impl Framing {
         let mut framing = Framing {
             length: None,
             chunked: None,
-            upgrade: request.method == Some("CONNECT"),
         };
         for header in request.headers.iter() {
             if header.name.eq_ignore_ascii_case("content-length") {
@@ -316,8 +320,6 @@ impl Framing {
             } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
                 let value = String::from_utf8_lossy(header.value).to_ascii_lowercase();
                 framing.chunked = Some(value.trim_end().ends_with("chunked"));
-            } else if header.name.eq_ignore_ascii_case("upgrade") {
-                framing.upgrade = true;
             }
         }
         Ok(Some(framing))
@@ -490,11 +492,26 @@ mod tests {
     }
 
     #[test]
-    fn upgrades_and_garbage_stop_the_scanning() {
-        let mut wire =
-            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n".to_vec();
-        wire.extend_from_slice(BOTH);
-        assert_eq!(flagged(&wire, 3), (vec![], 1));
+    fn an_upgrade_that_did_not_happen_changes_nothing() {
+        for asking in [
+            &b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"[..],
+            b"CONNECT / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            let mut wire = asking.to_vec();
+            wire.extend_from_slice(BOTH);
+            assert_eq!(flagged(&wire, 3), (vec![1], 2));
+        }
+    }
+
+    #[test]
+    fn a_tunnel_and_garbage_stop_the_scanning() {
+        let flags = Flags::default();
+        let mut scanner = Scanner::default();
+        scanner.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", &flags);
+        flags.upgraded();
+        scanner.feed(BOTH, &flags);
+        assert_eq!(scanner.heads, 1);
+        assert!(flags.flagged.lock().expect("lock").is_empty());
         assert_eq!(flagged(b"\x00\x01garbage\r\n\r\n", 1).0, Vec::<u64>::new());
     }
 

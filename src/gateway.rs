@@ -4,7 +4,8 @@
 //!    request here with its [`Peer`];
 //! 1. **peer** — whether the peer is a trusted proxy; the request id (`peer`,
 //!    `request_id`);
-//! 2. **route** — refuse conflicting framing, normalize the path (ambiguous spellings are
+//! 2. **route** — refuse a head the upstream could read otherwise: two framings, a bad
+//!    or doubled Host, CONNECT (`head`); normalize the path (ambiguous spellings are
 //!    400), match a route (404) (`routes`);
 //! 3. **own endpoints** — the JWKS and the account endpoints are answered here
 //!    (`accounts`);
@@ -21,8 +22,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::HeaderValue;
-use http::{Method, Request, Response, StatusCode};
+use http::header::{CONNECTION, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use crate::accounts::{Accounts, Endpoint};
@@ -30,7 +32,7 @@ use crate::auth::Authenticator;
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::{Error, Fault, error_chain, json_response};
-use crate::framing::ConflictingFraming;
+use crate::head;
 use crate::headers::X_REQUEST_ID;
 use crate::metrics::{Label, MethodClass, Metrics};
 use crate::peer::{Peer, TrustedProxies};
@@ -96,6 +98,9 @@ impl Gateway {
         let trusted = self.trusted_proxies.trust(peer);
         let request_id = self.request_ids.of(req.headers(), trusted);
         let method = req.method().clone();
+        // A refusal leaves the body unread, and hyper then closes an HTTP/1 connection: say
+        // so, or a keep-alive client writes its next request into a closed socket.
+        let close_if_refused = req.version() <= Version::HTTP_11 && !req.body().is_end_stream();
         let mut log = AccessLog {
             enabled: tracing::enabled!(target: "authgate::access", tracing::Level::INFO),
             ..AccessLog::default()
@@ -107,7 +112,15 @@ impl Gateway {
         };
         let mut response = match self.process(req, seen, &mut log).await {
             Ok(response) => response,
-            Err(error) => self.refuse(&error, &request_id),
+            Err(error) => {
+                let mut response = self.refuse(&error, &request_id);
+                if close_if_refused {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
         };
         response
             .headers_mut()
@@ -139,11 +152,7 @@ impl Gateway {
         log: &mut AccessLog<'a>,
     ) -> Result<Response<Body>, Error> {
         // 2. route
-        if req.extensions().get::<ConflictingFraming>().is_some() {
-            return Err(Error::BadRequest(
-                "the request has both Content-Length and Transfer-Encoding",
-            ));
-        }
+        head::check(&req)?;
         let normalized = match routes::normalize(req.uri().path()) {
             Ok(Cow::Borrowed(_)) => None,
             Ok(Cow::Owned(path)) => Some(path),

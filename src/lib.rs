@@ -12,11 +12,13 @@
 //! | module | its one job |
 //! | --- | --- |
 //! | `server` | sockets, the connection cap, TLS handshakes, protocol detection, drain |
+//! | `activity` | which connections are busy; idle ones closed, and first to go at the cap |
 //! | [`framing`] | the HTTP/1 framing scanner: Content-Length with Transfer-Encoding flagged |
 //! | `watched` | a stream whose reads a watcher sees (the scanner, the HTTP/2 preface deadline) |
 //! | `state` | the config snapshot in force, its reload, the store follower |
 //! | `shared` | what outlives one config: revocations, accounts state, metrics, tunnels |
 //! | `gateway` | the request path, phase by phase, and the one error-to-response point |
+//! | `head` | what a request head must be first: one framing, one valid Host, no CONNECT |
 //! | `peer` | the connection's peer, trusted proxies, client IP, forwarded chain |
 //! | `request_id` | request ids: a trusted proxy's kept, ours otherwise |
 //! | [`routes`] | path normalization and the route table |
@@ -45,6 +47,7 @@
 //! log — each one call into one module.
 
 mod accounts;
+mod activity;
 mod admin;
 pub mod auth;
 mod body;
@@ -54,6 +57,7 @@ mod echo;
 mod error;
 pub mod framing;
 mod gateway;
+mod head;
 mod headers;
 pub mod jwt;
 mod metrics;

@@ -163,12 +163,13 @@ impl Proxy {
         }
         let body = RequestBody::new(incoming, fwd.max_body_bytes, self.body_idle_timeout);
 
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The authority `head` accepted: the target's (HTTP/2 `:authority`, which a Host
+        // must match, or an HTTP/1 absolute form, which overrides Host), else Host.
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(header::HOST).cloned());
         let forwarded_for = peer::forwarded_for(&parts.headers, fwd.peer, fwd.trusted);
         for name in self.headers_to_drop(&parts.headers, fwd.trusted) {
             parts.headers.remove(name);
@@ -231,10 +232,8 @@ impl Proxy {
         };
         // Origin form, as HTTP/1.1 sends it; the pool adds the authority for HTTP/2.
         parts.uri = Uri::from(path_and_query);
-        if let Some(host) = host
-            && !parts.headers.contains_key(header::HOST)
-        {
-            // For HTTP/2 clients: their `:authority`, as HTTP/1.1 upstreams expect in Host.
+        if let Some(host) = host {
+            // For HTTP/2 clients, their `:authority`, as HTTP/1.1 upstreams expect in Host.
             parts.headers.insert(header::HOST, host);
         }
 

@@ -14,18 +14,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::Request;
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, TryAcquireError, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::activity::{BusyBody, Connections, Tracked};
 use crate::admin::{self, Admin, Readiness};
 use crate::config::Config;
 use crate::framing;
@@ -37,6 +38,9 @@ use crate::watched::{ReadWatcher, Watched};
 /// Pause after a failed `accept` (EMFILE and the like) so the loop does not spin while
 /// the process is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long an idle HTTP/2 connection has to acknowledge its GOAWAY (h2 waits for a ping's
+/// answer before the last one): nothing is in flight, so a second is plenty.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// The bound sockets `run` serves. Bound by the caller so tests can use port 0 and read
 /// the address back.
 #[derive(Debug)]
@@ -133,15 +137,8 @@ pub async fn serve(
 
     let listener = listeners.public;
     tokio::pin!(shutdown);
+    let tracker = Connections::new();
     loop {
-        // A connection slot first: at the cap, new connections wait in the accept queue.
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let (stream, addr) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -153,10 +150,27 @@ pub async fn serve(
                 }
             },
         };
+        // A connection slot: at the cap, the connection idle the longest makes room, and
+        // without one the new client waits (and the ones behind it, in the accept queue).
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                tracker.evict_idle();
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    permit = connections.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let snapshot = current.load_full();
         let connection = Connection {
             current: current.clone(),
             stop: stop.clone(),
+            tracked: tracker.track(),
         };
         let gauge = shared.metrics.connection();
         let handshake_timeout = snapshot.config().server.tls_handshake_timeout;
@@ -254,6 +268,7 @@ struct Connection {
     current: Current,
     /// Cancelled at shutdown: finish the requests in flight, then close.
     stop: CancellationToken,
+    tracked: Tracked,
 }
 
 impl Connection {
@@ -266,27 +281,45 @@ impl Connection {
         let current = self.current;
         let addr = peer.addr;
         let peer = Arc::new(peer);
+        let activity = self.tracked.activity().clone();
         // HTTP/1 requests are numbered as they arrive, to match the framing scanner's flags.
         let flags = Arc::new(framing::Flags::default());
         let numbered = (protocol == Protocol::Http1).then(|| flags.clone());
         let service = service_fn(move |mut req: Request<Incoming>| {
+            let busy = activity.busy();
             if numbered.as_ref().is_some_and(|f| f.next_is_conflicting()) {
                 req.extensions_mut().insert(framing::ConflictingFraming);
             }
             let gateway = current.load().gateway.clone();
             let peer = peer.clone();
+            let numbered = numbered.clone();
             // Boxed, so hyper moves a pointer rather than the whole request future.
-            Box::pin(async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) })
+            Box::pin(async move {
+                let response = gateway.handle(req, &peer).await;
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(flags) = &numbered
+                {
+                    // What follows on the wire is the tunnel's, not HTTP.
+                    flags.upgraded();
+                }
+                Ok::<_, Infallible>(response.map(|body| BusyBody::new(body, busy)))
+            })
         });
         let head_timeout = snapshot.config().server.header_read_timeout;
+        let activity = self.tracked.activity();
         let result = match protocol {
             Protocol::Http1 => {
                 let io = TokioIo::new(framing::Watched::new(stream, flags));
                 let conn = snapshot.http1.serve_connection(io, service).with_upgrades();
                 tokio::pin!(conn);
+                // An idle HTTP/1 connection is closed by hyper's header timer.
                 tokio::select! {
                     result = conn.as_mut() => result,
                     () = self.stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                    () = activity.evicted() => {
                         conn.as_mut().graceful_shutdown();
                         conn.await
                     }
@@ -301,6 +334,12 @@ impl Connection {
                     () = self.stop.cancelled() => {
                         conn.as_mut().graceful_shutdown();
                         conn.await
+                    }
+                    // Nothing in flight for header_read_timeout (or its slot is needed):
+                    // GOAWAY, and a client that does not answer its ping is cut off.
+                    () = activity.idle_for(head_timeout) => {
+                        conn.as_mut().graceful_shutdown();
+                        tokio::time::timeout(IDLE_CLOSE_GRACE, conn).await.unwrap_or(Ok(()))
                     }
                 }
             }

@@ -55,6 +55,12 @@ impl Snapshot {
     }
 }
 
+/// HTTP/2 pings find a peer that is gone while its streams stay open (a long download to
+/// a vanished client); idle connections are closed by `activity` well before the first.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// gRPC's and hyper's default wait for the ping's answer.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
 fn http_builders(server: &Server) -> (http1::Builder, http2::Builder<TokioExecutor>) {
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
@@ -64,6 +70,8 @@ fn http_builders(server: &Server) -> (http1::Builder, http2::Builder<TokioExecut
         .keep_alive(true);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
         .max_concurrent_streams(server.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
     (h1, h2)

@@ -1098,7 +1098,7 @@ async fn content_length_with_transfer_encoding_is_400_and_nothing_is_forwarded()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_max_connections_wait_until_one_closes() {
+async fn a_connection_over_max_connections_takes_the_slot_of_an_idle_one() {
     let setup = Setup::new(Algorithm::HS256).await;
     let config = with_server_settings(&setup.standard_config(), "max_connections = 2");
     let gw = setup.start_with(&config).await;
@@ -1121,33 +1121,38 @@ async fn connections_over_max_connections_wait_until_one_closes() {
             .expect("a response");
         assert_eq!(status_of(&String::from_utf8_lossy(&response)), 200);
     }
-
-    // A third waits in the accept queue.
-    let addr = gw.addr;
-    let mut third =
-        tokio::spawn(async move { common::raw_get(addr, &ca, "/public/third", "").await });
-    let early = tokio::time::timeout(Duration::from_millis(500), &mut third).await;
-    assert!(
-        early.is_err(),
-        "the third connection was served while two were open: {early:?}"
-    );
     assert_eq!(
         value(&metrics(admin).await, "authgate_open_connections"),
         2.0
     );
-    assert_eq!(setup.upstream.received().len(), 2);
 
-    // One closes: the third is accepted and served.
-    drop(first);
-    let (status, text) = tokio::time::timeout(Duration::from_secs(5), third)
-        .await
-        .expect("the third connection is served once one closes")
-        .expect("task");
+    // A third: the connection idle the longest (the first) closes to make room for it.
+    let (status, text) = tokio::time::timeout(
+        Duration::from_secs(5),
+        common::raw_get(gw.addr, &ca, "/public/third", ""),
+    )
+    .await
+    .expect("the third connection is served at once, in an idle one's slot");
     assert_eq!(status, 200, "{text}");
     let got = setup.upstream.received();
     assert_eq!(got.len(), 3);
     assert_eq!(got[2].path_and_query, "/public/third");
-    drop(second);
+    let mut byte = [0u8; 1];
+    let first_read = tokio::time::timeout(Duration::from_secs(2), first.read(&mut byte)).await;
+    assert!(
+        matches!(first_read, Ok(Ok(0) | Err(_))),
+        "the first connection was closed: {first_read:?}"
+    );
+    // The second still works.
+    second
+        .write_all(b"GET /public/again HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let response = tokio::time::timeout(Duration::from_secs(5), read_message(&mut second))
+        .await
+        .expect("in time")
+        .expect("a response");
+    assert_eq!(status_of(&String::from_utf8_lossy(&response)), 200);
 }
 
 // ---------------------------------------------------------------------------------------
