@@ -110,6 +110,7 @@ fn paths(c: &mut Criterion) {
         required_roles: Vec::new(),
         upstream: 0,
         max_body_bytes: 1 << 20,
+        websocket: true,
     };
     let table = RouteTable::new(vec![
         route(0, "/public"),

@@ -18,7 +18,7 @@ mod identity;
 mod issuer;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -141,6 +141,56 @@ impl Authenticator {
         });
         self.cache.insert(token, caller.clone());
         Ok(caller)
+    }
+}
+
+/// How often a tunnel's token is checked again: a tunnel outlives its token's expiry or
+/// revocation by at most this (plus the store follower's 250 ms for a revocation made on
+/// another replica).
+const GRANT_RECHECK: Duration = Duration::from_secs(1);
+
+impl Authenticator {
+    /// What a long-lived exchange (a WebSocket tunnel) of `caller` holds on to.
+    pub(crate) fn grant(&self, caller: &Arc<Caller>) -> Grant {
+        Grant {
+            caller: caller.clone(),
+            revocations: self.revocations.clone(),
+            leeway_secs: self.verifier.leeway_secs(),
+        }
+    }
+}
+
+/// A caller's token, checked again while something it opened lives on: the tunnel ends
+/// when the token expires or is revoked, as a new request with it would be refused.
+#[derive(Debug)]
+pub(crate) struct Grant {
+    caller: Arc<Caller>,
+    revocations: Arc<Revocations>,
+    leeway_secs: i64,
+}
+
+impl Grant {
+    /// Whether the token still stands at `now`.
+    fn holds(&self, now: i64) -> bool {
+        let claims = &self.caller.claims;
+        claims
+            .exp
+            .is_some_and(|exp| exp.saturating_add(self.leeway_secs) > now)
+            && !self
+                .revocations
+                .is_revoked(claims.jti.as_deref(), &claims.sub, claims.iat)
+    }
+
+    /// Resolves once the token no longer stands.
+    pub(crate) async fn lapsed(&self) {
+        let mut every = tokio::time::interval(GRANT_RECHECK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if !self.holds(now_secs()) {
+                return;
+            }
+        }
     }
 }
 

@@ -1296,6 +1296,7 @@ impl Ctx<'_> {
                     auth,
                     required_roles,
                     upstream,
+                    websocket: r.websocket.unwrap_or(true),
                 });
             }
         }

@@ -66,6 +66,8 @@ pub enum Error {
     },
     #[error("upstream {upstream} did not answer in time")]
     UpstreamTimeout { upstream: String },
+    #[error("upstream {upstream} answered what cannot be forwarded: {why}")]
+    UpstreamInvalid { upstream: String, why: &'static str },
 
     // --- ours ---
     #[error("a store call failed")]
@@ -107,9 +109,9 @@ impl Error {
             Error::UsernameTaken => StatusCode::CONFLICT,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::StoreUnavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Error::UpstreamUnreachable { .. }
+            | Error::UpstreamFailed { .. }
+            | Error::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) | Error::TaskFailed(_) | Error::Signing(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -136,6 +138,7 @@ impl Error {
             | Error::RateLimited { .. } => Fault::Auth,
             Error::UpstreamUnreachable { .. }
             | Error::UpstreamFailed { .. }
+            | Error::UpstreamInvalid { .. }
             | Error::UpstreamTimeout { .. } => Fault::Upstream,
             Error::StoreUnavailable(_)
             | Error::Busy
@@ -164,6 +167,7 @@ impl Error {
             Error::UpstreamUnreachable { upstream, .. } => Some((upstream, "refused")),
             Error::UpstreamFailed { upstream, .. } => Some((upstream, "reset")),
             Error::UpstreamTimeout { upstream } => Some((upstream, "timeout")),
+            Error::UpstreamInvalid { upstream, .. } => Some((upstream, "invalid")),
             _ => None,
         }
     }
@@ -188,7 +192,9 @@ impl Error {
             Error::MissingToken => "missing_token",
             Error::InvalidToken(_) => "invalid_token",
             Error::InsufficientScope => "insufficient_scope",
-            Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => "bad_gateway",
+            Error::UpstreamUnreachable { .. }
+            | Error::UpstreamFailed { .. }
+            | Error::UpstreamInvalid { .. } => "bad_gateway",
             Error::UpstreamTimeout { .. } => "gateway_timeout",
             Error::Internal(_) | Error::TaskFailed(_) | Error::Signing(_) => "internal_error",
         }
@@ -220,6 +226,7 @@ impl Error {
             Error::UpstreamUnreachable { .. } => "the upstream could not be reached",
             Error::UpstreamFailed { .. } => "the upstream closed the connection without answering",
             Error::UpstreamTimeout { .. } => "the upstream did not answer in time",
+            Error::UpstreamInvalid { .. } => "the upstream's answer cannot be forwarded",
         }
     }
 

@@ -210,7 +210,9 @@ impl Gateway {
         let forward = Forward {
             normalized_path: normalized,
             upstream: route.upstream,
-            identity: caller.as_deref().map_or(&[], |c| &c.headers),
+            caller: caller.as_ref(),
+            auth: &self.auth,
+            websocket: route.websocket,
             max_body_bytes: route.max_body_bytes,
             peer: seen.peer,
             trusted: seen.trusted,

@@ -24,7 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::IdentityHeaders;
+use crate::auth::{Authenticator, Caller, Grant, IdentityHeaders};
 use crate::body::{self, Body};
 use crate::config::{Config, UpstreamTarget};
 use crate::echo;
@@ -41,8 +41,12 @@ pub(crate) struct Forward<'a> {
     /// own spelling (`None`: the request's path is already canonical and goes as it is).
     pub(crate) normalized_path: Option<String>,
     pub(crate) upstream: usize,
-    /// The verified identity headers (none on a public route).
-    pub(crate) identity: &'a [(HeaderName, HeaderValue)],
+    /// The verified caller (none on a public route): its identity headers go upstream,
+    /// and a tunnel it opens lives only while its token stands.
+    pub(crate) caller: Option<&'a Arc<Caller>>,
+    pub(crate) auth: &'a Authenticator,
+    /// Whether the route lets a WebSocket upgrade open a tunnel.
+    pub(crate) websocket: bool,
     /// The route's body limit.
     pub(crate) max_body_bytes: u64,
     pub(crate) peer: &'a Peer,
@@ -155,6 +159,17 @@ impl Proxy {
             .get(fwd.upstream)
             .ok_or(Error::Internal("route names an unknown upstream"))?;
         let upgrade = websocket_upgrade(&req);
+        let accept_key = match &upgrade {
+            None => None,
+            Some(_) if !fwd.websocket => {
+                return Err(Error::BadRequest(
+                    "this route does not take WebSocket upgrades",
+                ));
+            }
+            Some(_) => Some(websocket_accept(&req).ok_or(Error::BadRequest(
+                "the WebSocket handshake needs a Sec-WebSocket-Key of 16 bytes in base64",
+            ))?),
+        };
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, incoming) = req.into_parts();
         // A declared length over the limit is refused before anything is sent.
@@ -194,7 +209,8 @@ impl Proxy {
                 .headers
                 .insert(headers::X_FORWARDED_HOST.clone(), host.clone());
         }
-        for (name, value) in fwd.identity {
+        let identity = fwd.caller.map_or(&[][..], |c| &c.headers);
+        for (name, value) in identity {
             parts.headers.insert(name.clone(), value.clone());
         }
         if let Some(protocol) = &upgrade {
@@ -248,13 +264,27 @@ impl Proxy {
             Ok(Ok(answer)) => answer,
         };
 
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_upgrade) = client_upgrade
-        {
-            // The connection becomes the tunnel: it does not go back to the pool.
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection becomes a tunnel or is refused: it never goes back to the pool.
             drop(lease);
+            let invalid = |why| Error::UpstreamInvalid {
+                upstream: upstream.name.clone(),
+                why,
+            };
+            let (Some(client_upgrade), Some(accept_key)) = (client_upgrade, accept_key) else {
+                return Err(invalid("a 101 to a request that asked for no upgrade"));
+            };
+            // Only an upstream that took the client's handshake speaks WebSocket now;
+            // anything else could read the tunnel's bytes as further HTTP requests.
+            if !accepts_websocket(response.headers(), &accept_key) {
+                return Err(invalid(
+                    "a 101 that does not accept the WebSocket handshake",
+                ));
+            }
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            self.tasks.spawn(tunnel(client_upgrade, upstream_upgrade));
+            let grant = fwd.caller.map(|caller| fwd.auth.grant(caller));
+            self.tasks
+                .spawn(tunnel(client_upgrade, upstream_upgrade, grant));
             return Ok(response.map(|b| body::stream(UpstreamBody::new(b, None))));
         }
         for name in hop_by_hop(response.headers()) {
@@ -302,6 +332,32 @@ fn websocket_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
     (connection_upgrade && upgrade.as_bytes().eq_ignore_ascii_case(b"websocket"))
         .then(|| upgrade.clone())
+}
+
+/// The `Sec-WebSocket-Accept` an upstream that takes this handshake answers (RFC 6455
+/// §4.2.2), or `None` when the request's key is not 16 bytes in base64.
+fn websocket_accept<B>(req: &Request<B>) -> Option<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY)?;
+    if STANDARD.decode(key.as_bytes()).ok()?.len() != 16 {
+        return None;
+    }
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    digest.update(key.as_bytes());
+    digest.update(GUID);
+    Some(STANDARD.encode(digest.finish()))
+}
+
+/// Whether a 101 is the upstream accepting the client's WebSocket handshake.
+fn accepts_websocket(headers: &HeaderMap, accept_key: &str) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && headers
+            .get(header::SEC_WEBSOCKET_ACCEPT)
+            .is_some_and(|a| a.as_bytes() == accept_key.as_bytes())
 }
 
 /// The client's own body failure inside an upstream error, if that is what it was.
@@ -387,16 +443,30 @@ fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// Copies bytes both ways between the client's and the upstream's upgraded connections
-/// until either side closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// until either side closes, or the token that opened it expires or is revoked.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    grant: Option<Grant>,
+) {
     let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
         tracing::debug!("an upgrade was abandoned before both sides switched protocols");
         return;
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "tunnel closed with an error");
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let lapsed = async {
+        match &grant {
+            Some(grant) => grant.lapsed().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        copied = copy => if let Err(e) = copied {
+            tracing::debug!(error = %e, "tunnel closed with an error");
+        },
+        () = lapsed => tracing::debug!("tunnel closed: its token expired or was revoked"),
     }
 }
 

@@ -72,6 +72,8 @@ pub struct Route {
     pub upstream: usize,
     /// Largest request body this route forwards (413 above).
     pub max_body_bytes: u64,
+    /// Whether a WebSocket upgrade may open a tunnel here (400 when not).
+    pub websocket: bool,
 }
 
 impl Route {
@@ -156,6 +158,7 @@ mod tests {
             required_roles: Vec::new(),
             upstream: 0,
             max_body_bytes: 1 << 20,
+            websocket: true,
         }
     }
 

@@ -389,6 +389,7 @@ fn route(index: usize, path: &str, methods: Option<&[Method]>) -> Route {
         required_roles: vec![],
         upstream: 0,
         max_body_bytes: 1 << 20,
+        websocket: true,
     }
 }
 
@@ -486,6 +487,7 @@ fn random_routes() -> impl Strategy<Value = Vec<Route>> {
                 required_roles: vec![],
                 upstream: 0,
                 max_body_bytes: 1 << 20,
+                websocket: true,
             })
             .collect()
     })

@@ -120,6 +120,7 @@ pub(super) struct RawRoute {
     pub(super) auth: Option<Spanned<String>>,
     pub(super) require: Option<Spanned<RawRequire>>,
     pub(super) max_body_bytes: Option<Spanned<String>>,
+    pub(super) websocket: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
