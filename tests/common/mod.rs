@@ -21,10 +21,19 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub mod metrics;
+pub mod process;
+
 pub const NOW_SKEW: i64 = 0;
 
 pub fn now() -> i64 {
     authgate::auth::now_secs() + NOW_SKEW
+}
+
+/// A port that was free a moment ago: bound on 127.0.0.1:0, read, released.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
 }
 
 /// A test PKI: a CA and a server certificate for localhost / 127.0.0.1, plus a client
@@ -645,10 +654,7 @@ impl RedisServer {
 
     fn try_start() -> Option<RedisServer> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
