@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use authgate::jwt::Algorithm;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Gateway, Setup};
+use common::{Gateway, REVOKED, Setup, Tokens};
 use http::HeaderMap;
 use serde_json::{Value, json};
 
@@ -28,7 +28,6 @@ const REFRESH_TTL: i64 = 3600;
 const REVOCATION_DEADLINE: Duration = Duration::from_secs(1);
 const POLL_LIMIT: Duration = Duration::from_millis(1500);
 
-const REVOKED: &str = "the token has been revoked";
 const REUSED: &str = "the refresh token has already been used";
 const USERNAME_RULE: &str =
     "a username is 3 to 64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit";
@@ -170,12 +169,6 @@ impl Reply {
                 .to_owned(),
         }
     }
-}
-
-#[derive(Debug, Clone)]
-struct Tokens {
-    access: String,
-    refresh: String,
 }
 
 /// A running gateway with accounts on, and a client for it.

@@ -17,15 +17,14 @@ use std::time::{Duration, Instant};
 
 use authgate::jwt::Algorithm;
 use common::process::{BIN, Gate, START_TIMEOUT, Site};
-use common::{TestKey, access_claims};
+use common::{REVOKED, TestKey, Tokens, access_claims};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const REVOKED: &str = "the token has been revoked";
-
-/// `[tokens]` lifetimes, accounts open to registration with loose login rates, and every
-/// path to the built-in echo upstream.
+/// The `[tokens]` lifetimes.
 const TOKEN_TTLS: &str = "access_ttl = \"15m\"\nrefresh_ttl = \"7d\"\n";
+/// Accounts open to registration with loose login rates, and every path to the built-in
+/// echo upstream.
 const ACCOUNTS_AND_ROUTES: &str = r#"
 [accounts]
 registration = true
@@ -130,12 +129,6 @@ struct Api {
     client: reqwest::Client,
     base: String,
     sent: usize,
-}
-
-#[derive(Debug, Clone)]
-struct Tokens {
-    access: String,
-    refresh: String,
 }
 
 async fn json_or_text(response: reqwest::Response) -> (StatusCode, Value) {

@@ -24,6 +24,16 @@ use tokio::sync::oneshot;
 pub mod metrics;
 pub mod process;
 
+/// The error description of a revoked token.
+pub const REVOKED: &str = "the token has been revoked";
+
+/// The two tokens of a login or a refresh.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+}
+
 pub const NOW_SKEW: i64 = 0;
 
 pub fn now() -> i64 {
