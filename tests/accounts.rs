@@ -7,12 +7,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use authgate::jwt::Algorithm;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::process::run_cli;
 use common::{Gateway, REVOKED, Setup, Tokens};
 use http::HeaderMap;
 use serde_json::{Value, json};
@@ -305,9 +306,12 @@ impl Env {
         let config = self.config_path();
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let stdin = stdin.map(str::to_owned);
-        tokio::task::spawn_blocking(move || run_cli(&config, &args, stdin.as_deref()))
-            .await
-            .expect("the CLI task")
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_cli(&config, &args, stdin.as_deref())
+        })
+        .await
+        .expect("the CLI task")
     }
 
     /// As [`Env::cli`], asserting exit code 0; the standard output.
@@ -343,27 +347,6 @@ impl Env {
         }
         .expect("count users")
     }
-}
-
-fn run_cli(config: &Path, args: &[String], stdin: Option<&str>) -> Output {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_authgate"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("AUTHGATE_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the authgate binary");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("write stdin");
-    }
-    drop(input);
-    child.wait_with_output().expect("wait for authgate")
 }
 
 /// The claims of a JWT, decoded without verification (for values the gateway chose).

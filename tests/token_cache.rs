@@ -124,11 +124,11 @@ async fn a_cached_token_is_refused_right_after_logout_and_user_revoke() {
     let (access, _) = login("bob").await;
     assert_eq!(status(&client, &gw.url("/x"), &access).await.0, 200);
     assert_eq!(status(&client, &gw.url("/x"), &access).await.0, 200);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
-        .args(["user", "revoke", "bob", "--config"])
-        .arg(gw.dir.join("gateway.toml"))
-        .output()
-        .expect("cli");
+    let out = common::process::run_cli(
+        &gw.dir.join("gateway.toml"),
+        &["user", "revoke", "bob"],
+        None,
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -13,7 +13,7 @@
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use authgate::jwt::Algorithm;
@@ -269,6 +269,29 @@ secret = {{ file = "jwt.secret" }}
     pub async fn metrics(&self) -> String {
         super::metrics::text(&self.admin_url("/metrics")).await
     }
+}
+
+/// Runs `authgate --config <config> ARGS` to completion with `stdin` piped in (no
+/// `AUTHGATE_CONFIG` inherited, `RUST_LOG=warn`), and returns what it printed.
+pub fn run_cli(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("AUTHGATE_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the authgate binary");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("wait for authgate")
 }
 
 /// A running child process of the gateway binary. Dropping it SIGKILLs and reaps the
