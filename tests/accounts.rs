@@ -7,13 +7,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use authgate::jwt::Algorithm;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Gateway, Setup};
+use common::process::run_cli;
+use common::{Gateway, REVOKED, Setup, Tokens};
 use http::HeaderMap;
 use serde_json::{Value, json};
 
@@ -28,7 +29,6 @@ const REFRESH_TTL: i64 = 3600;
 const REVOCATION_DEADLINE: Duration = Duration::from_secs(1);
 const POLL_LIMIT: Duration = Duration::from_millis(1500);
 
-const REVOKED: &str = "the token has been revoked";
 const REUSED: &str = "the refresh token has already been used";
 const USERNAME_RULE: &str =
     "a username is 3 to 64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit";
@@ -172,12 +172,6 @@ impl Reply {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Tokens {
-    access: String,
-    refresh: String,
-}
-
 /// A running gateway with accounts on, and a client for it.
 struct Env {
     // Dropped first: the gateway stops before its folder goes.
@@ -312,9 +306,12 @@ impl Env {
         let config = self.config_path();
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let stdin = stdin.map(str::to_owned);
-        tokio::task::spawn_blocking(move || run_cli(&config, &args, stdin.as_deref()))
-            .await
-            .expect("the CLI task")
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_cli(&config, &args, stdin.as_deref())
+        })
+        .await
+        .expect("the CLI task")
     }
 
     /// As [`Env::cli`], asserting exit code 0; the standard output.
@@ -350,27 +347,6 @@ impl Env {
         }
         .expect("count users")
     }
-}
-
-fn run_cli(config: &Path, args: &[String], stdin: Option<&str>) -> Output {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_authgate"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("AUTHGATE_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the authgate binary");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("write stdin");
-    }
-    drop(input);
-    child.wait_with_output().expect("wait for authgate")
 }
 
 /// The claims of a JWT, decoded without verification (for values the gateway chose).

@@ -15,17 +15,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use authgate::jwt::{Algorithm, Key};
-use common::{Gateway, Pki, TestKey, access_claims};
+use common::{Gateway, Pki, TestKey, access_claims, free_port};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const FLASK_APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/flask_app.py");
 const FLASK_START_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
 
 /// Fails (never skips) with the install command when the Python side is missing.
 fn require_python_packages() {

@@ -6,315 +6,84 @@
 //! and the JSON access log (exactly one `authgate::access` line per request, with the
 //! request id the client got back).
 //!
-//! Each test owns a temp folder with `gateway.toml` and an HS256 secret, plain HTTP on a
-//! port picked by binding `127.0.0.1:0`, an admin listener, and a recording upstream from
-//! the harness whose `/slow…` paths answer after a chosen delay. The child's stderr goes
-//! to a file (not a terminal, so the logs are JSON). [`Gate`] kills its child when dropped,
-//! assertion failures included; every wait is bounded.
+//! Each test owns a [`Site`] from the harness (`common::process`): plain HTTP, an admin
+//! listener, an HS256 secret, and a recording upstream whose `/slow…` paths answer after
+//! a chosen delay. The child's output goes to a file (not a terminal, so the logs are
+//! JSON). The [`Gate`] kills its child when dropped, assertion failures included; every
+//! wait is bounded.
 
 mod common;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use authgate::jwt::Algorithm;
-use common::{TestKey, Upstream, access_claims};
+use common::process::{Gate, Site};
+use common::{TestKey, Upstream, access_claims, free_port, metrics};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const BIN: &str = env!("CARGO_BIN_EXE_authgate");
-/// Bound on a start (listeners up, `/readyz` 200).
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a reload may take to show (the brief: "poll up to ~2 s").
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A port that was free a moment ago: bound on 127.0.0.1:0, read, released.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+/// A site whose upstream answers `/slow…` after `slow_delay`, draining for `drain`.
+async fn site(slow_delay: Duration, drain: &str) -> Site {
+    Site::new()
+        .upstream(Upstream::start_with_delay(slow_delay).await)
+        .drain_timeout(drain)
 }
 
-/// A gateway's folder: `gateway.toml`, `jwt.secret` (HS256) and the gateway's stderr.
-struct Site {
-    dir: tempfile::TempDir,
-    port: u16,
-    admin: u16,
-    key: TestKey,
-    upstream: Upstream,
+/// `authgate_config_reloads_total{result}`, 0 when absent.
+async fn reloads(site: &Site, result: &str) -> f64 {
+    let text = site.metrics().await;
+    metrics::value(
+        &metrics::parse(&text),
+        &format!("authgate_config_reloads_total{{result=\"{result}\"}}"),
+    )
 }
 
-impl Site {
-    async fn new(slow_delay: Duration) -> Site {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key = TestKey::generate(Algorithm::HS256);
-        std::fs::write(dir.path().join("jwt.secret"), &key.text).expect("write secret");
-        Site {
-            dir,
-            port: free_port(),
-            admin: free_port(),
-            key,
-            upstream: Upstream::start_with_delay(slow_delay).await,
-        }
-    }
-
-    /// `[server]` (on `listen_port`), `[admin]`, `[tokens]` and the `app` upstream; the
-    /// caller appends routes. No store: nothing here needs accounts.
-    fn head_on(&self, listen_port: u16, drain: &str) -> String {
-        format!(
-            r#"[server]
-listen = "127.0.0.1:{listen_port}"
-drain_timeout = "{drain}"
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[tokens]
-algorithm = "HS256"
-secret = {{ file = "jwt.secret" }}
-leeway = "5s"
-
-[[upstream]]
-name = "app"
-url = "{upstream}"
-connect_timeout = "2s"
-timeout = "30s"
-"#,
-            admin = self.admin,
-            upstream = self.upstream.url(),
-        )
-    }
-
-    fn head(&self, drain: &str) -> String {
-        self.head_on(self.port, drain)
-    }
-
-    fn write_config(&self, text: &str) {
-        // Written whole before the signal is sent, so the gateway never reads half a file.
-        let tmp = self.path().join("gateway.toml.new");
-        std::fs::write(&tmp, text).expect("write config");
-        std::fs::rename(&tmp, self.config_path()).expect("replace config");
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.path().join("gateway.toml")
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.path().join("gateway.stderr")
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn admin_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.admin)
-    }
-
-    fn token(&self, sub: &str) -> String {
-        self.key.sign(&access_claims(sub, &[]))
-    }
-
-    /// Starts `authgate serve --config <dir>/gateway.toml` with stderr (and stdout) to a
-    /// file, and waits (bounded) until `/readyz` answers 200.
-    async fn start(&self, rust_log: &str) -> Gate {
-        let stderr = File::create(self.log_path()).expect("create log");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(self.config_path())
-            .current_dir(self.path())
-            .env_remove("AUTHGATE_CONFIG")
-            .env_remove("AUTHGATE_LOG_FORMAT")
-            .env("RUST_LOG", rust_log)
-            .stdin(Stdio::null())
-            .stdout(stderr.try_clone().expect("clone log"))
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn authgate");
-        let mut gate = Gate {
-            child,
-            log: self.log_path(),
-        };
-        let probe = client();
-        let ready = self.admin_url("/readyz");
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = gate.child.try_wait().expect("try_wait") {
-                panic!(
-                    "authgate exited during start-up ({status}); its log:\n{}",
-                    gate.log_text()
-                );
-            }
-            if let Ok(response) = probe.get(&ready).send().await
-                && response.status() == StatusCode::OK
-            {
-                return gate;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "authgate was not ready within {START_TIMEOUT:?}; its log:\n{}",
-                gate.log_text()
+/// Polls (bounded) until `authgate_config_reloads_total{result}` reaches `want`.
+async fn wait_reloads(site: &Site, result: &str, want: f64, gate: &Gate) {
+    let deadline = Instant::now() + RELOAD_TIMEOUT;
+    loop {
+        let got = reloads(site, result).await;
+        if got >= want {
+            assert_eq!(
+                got, want,
+                "authgate_config_reloads_total{{result=\"{result}\"}}"
             );
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "authgate_config_reloads_total{{result=\"{result}\"}} stayed at {got}, \
+             not {want}, for {RELOAD_TIMEOUT:?}; metrics:\n{}\nlog:\n{}",
+            site.metrics().await,
+            gate.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
 
-    async fn metrics(&self) -> String {
-        let response = client()
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics");
-        assert_eq!(response.status(), StatusCode::OK);
-        response.text().await.expect("metrics body")
-    }
-
-    async fn reloads(&self, result: &str) -> f64 {
-        let text = self.metrics().await;
-        metric(
-            &text,
-            &format!("authgate_config_reloads_total{{result=\"{result}\"}}"),
-        )
-        .unwrap_or(0.0)
-    }
-
-    /// Polls (bounded) until `authgate_config_reloads_total{result}` reaches `want`.
-    async fn wait_reloads(&self, result: &str, want: f64, gate: &Gate) {
-        let deadline = Instant::now() + RELOAD_TIMEOUT;
-        loop {
-            let got = self.reloads(result).await;
-            if got >= want {
-                assert_eq!(
-                    got, want,
-                    "authgate_config_reloads_total{{result=\"{result}\"}}"
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "authgate_config_reloads_total{{result=\"{result}\"}} stayed at {got}, \
-                 not {want}, for {RELOAD_TIMEOUT:?}; metrics:\n{}\nlog:\n{}",
-                self.metrics().await,
-                gate.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
+/// Polls (bounded) until the upstream has received `n` requests whose path starts
+/// with `prefix`: they are then in flight in the gateway.
+async fn wait_upstream(site: &Site, prefix: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = site
+            .recording()
+            .received()
+            .iter()
+            .filter(|r| r.path_and_query.starts_with(prefix))
+            .count();
+        if got >= n {
+            return;
         }
-    }
-
-    async fn readyz(&self) -> Option<StatusCode> {
-        let probe = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_millis(500))
-            .build()
-            .expect("probe client");
-        probe
-            .get(self.admin_url("/readyz"))
-            .send()
-            .await
-            .ok()
-            .map(|r| r.status())
-    }
-
-    /// Polls (bounded) until the upstream has received `n` requests whose path starts
-    /// with `prefix`: they are then in flight in the gateway.
-    async fn wait_upstream(&self, prefix: &str, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let got = self
-                .upstream
-                .received()
-                .iter()
-                .filter(|r| r.path_and_query.starts_with(prefix))
-                .count();
-            if got >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the upstream got {got} of {n} requests to {prefix}… within 5 s"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-/// A client without a connection pool: every request opens its own connection, so "a new
-/// request" is a new connection and nothing is reused across a reload or a drain.
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
-}
-
-/// The value of one series in Prometheus/OpenMetrics text: `series` is the name with its
-/// labels exactly as printed, e.g. `x_total{result="ok"}`.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
-}
-
-/// A running gateway process. Dropping it SIGKILLs and reaps the child.
-struct Gate {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Gate {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    /// Sends `signal` (`HUP`, `TERM`) to this child, by its pid.
-    fn signal(&self, signal: &str) {
-        let pid = self.pid();
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(&pid)
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-
-    /// Waits (bounded by `limit`) for the child to exit; `None` if it did not.
-    async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        // Only our own child, by its handle; harmless if it has already been reaped.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        assert!(
+            Instant::now() < deadline,
+            "the upstream got {got} of {n} requests to {prefix}… within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -424,11 +193,11 @@ auth = "public"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sighup_reloads_routes_keeps_in_flight_requests_and_refuses_bad_files() {
-    let site = Site::new(Duration::from_secs(2)).await;
-    let v1 = format!("{}{ROUTES_V1}", site.head("5s"));
+    let site = site(Duration::from_secs(2), "5s").await;
+    let v1 = format!("{}{ROUTES_V1}", site.head());
     site.write_config(&v1);
     let mut gate = site.start("info").await;
-    let http = client();
+    let http = site.client();
 
     // The first config: /slow and /a public, /b protected.
     assert_eq!(status_of(http.get(site.url("/a/x"))).await, StatusCode::OK);
@@ -441,8 +210,8 @@ async fn sighup_reloads_routes_keeps_in_flight_requests_and_refuses_bad_files() 
         status_of(http.get(site.url("/b/x")).bearer_auth(&token)).await,
         StatusCode::OK
     );
-    assert_eq!(site.reloads("ok").await, 0.0);
-    assert_eq!(site.reloads("error").await, 0.0);
+    assert_eq!(reloads(&site, "ok").await, 0.0);
+    assert_eq!(reloads(&site, "error").await, 0.0);
 
     // A slow request on the public /slow route, in flight at the upstream.
     let slow = tokio::spawn({
@@ -457,10 +226,10 @@ async fn sighup_reloads_routes_keeps_in_flight_requests_and_refuses_bad_files() 
             )
         }
     });
-    site.wait_upstream("/slow/in-flight", 1).await;
+    wait_upstream(&site, "/slow/in-flight", 1).await;
 
     // The second config, then SIGHUP while the slow request is still in flight.
-    let v2 = format!("{}{ROUTES_V2}", site.head("5s"));
+    let v2 = format!("{}{ROUTES_V2}", site.head());
     site.write_config(&v2);
     gate.signal("HUP");
 
@@ -505,8 +274,8 @@ async fn sighup_reloads_routes_keeps_in_flight_requests_and_refuses_bad_files() 
         "the request in flight during the reload"
     );
     assert!(took >= Duration::from_millis(1900), "it was slow: {took:?}");
-    site.wait_reloads("ok", 1.0, &gate).await;
-    assert_eq!(site.reloads("error").await, 0.0);
+    wait_reloads(&site, "ok", 1.0, &gate).await;
+    assert_eq!(reloads(&site, "error").await, 0.0);
 
     // A file with an unknown key: refused, logged with its file and line, counted; the
     // second config keeps serving.
@@ -515,9 +284,9 @@ async fn sighup_reloads_routes_keeps_in_flight_requests_and_refuses_bad_files() 
     let bogus_line = line_number(&broken, "bogus_key = true");
     site.write_config(&broken);
     gate.signal("HUP");
-    site.wait_reloads("error", 1.0, &gate).await;
+    wait_reloads(&site, "error", 1.0, &gate).await;
     assert!(gate.alive(), "the gateway died on a broken config");
-    assert_eq!(site.reloads("ok").await, 1.0);
+    assert_eq!(reloads(&site, "ok").await, 1.0);
     assert_eq!(
         status_of(http.get(site.url("/b/x"))).await,
         StatusCode::OK,
@@ -538,7 +307,7 @@ async fn sighup_reloads_routes_keeps_in_flight_requests_and_refuses_bad_files() 
     let syntax_line = line_number(&broken, "this is not toml");
     site.write_config(&broken);
     gate.signal("HUP");
-    site.wait_reloads("error", 2.0, &gate).await;
+    wait_reloads(&site, "error", 2.0, &gate).await;
     assert!(gate.alive(), "the gateway died on a TOML syntax error");
     assert_eq!(
         status_of(http.get(site.url("/b/x"))).await,
@@ -550,12 +319,12 @@ async fn sighup_reloads_routes_keeps_in_flight_requests_and_refuses_bad_files() 
     // A valid file that moves server.listen: needs a restart, so the reload is refused,
     // counted, and the old listener keeps serving (the new port stays closed).
     let other_port = free_port();
-    let moved = format!("{}{ROUTES_V1}", site.head_on(other_port, "5s"));
+    let moved = format!("{}{ROUTES_V1}", site.head_on(other_port));
     site.write_config(&moved);
     gate.signal("HUP");
-    site.wait_reloads("error", 3.0, &gate).await;
+    wait_reloads(&site, "error", 3.0, &gate).await;
     assert!(gate.alive(), "the gateway died on a listen change");
-    assert_eq!(site.reloads("ok").await, 1.0);
+    assert_eq!(reloads(&site, "ok").await, 1.0);
     assert_eq!(
         status_of(http.get(site.url("/b/x"))).await,
         StatusCode::OK,
@@ -631,10 +400,10 @@ fn spawn_get(http: &reqwest::Client, url: String) -> tokio::task::JoinHandle<Slo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
-    let site = Site::new(Duration::from_secs(2)).await;
-    site.write_config(&format!("{}{PUBLIC_ROUTES}", site.head("5s")));
+    let site = site(Duration::from_secs(2), "5s").await;
+    site.write_config(&format!("{}{PUBLIC_ROUTES}", site.head()));
     let mut gate = site.start("info").await;
-    let http = client();
+    let http = site.client();
     assert_eq!(status_of(http.get(site.url("/a/x"))).await, StatusCode::OK);
     // An idle keep-alive connection (kept in this client's pool) must not hold the drain.
     let pooled = reqwest::Client::builder()
@@ -649,7 +418,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let slow: Vec<_> = (0..3)
         .map(|i| spawn_get(&http, site.url(&format!("/slow/{i}"))))
         .collect();
-    site.wait_upstream("/slow/", 3).await;
+    wait_upstream(&site, "/slow/", 3).await;
 
     let term = Instant::now();
     gate.signal("TERM");
@@ -748,13 +517,13 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drain_timeout_cuts_a_request_that_takes_too_long() {
-    let site = Site::new(Duration::from_secs(10)).await;
-    site.write_config(&format!("{}{PUBLIC_ROUTES}", site.head("1s")));
+    let site = site(Duration::from_secs(10), "1s").await;
+    site.write_config(&format!("{}{PUBLIC_ROUTES}", site.head()));
     let mut gate = site.start("info").await;
-    let http = client();
+    let http = site.client();
 
     let slow = spawn_get(&http, site.url("/slow/ten-seconds"));
-    site.wait_upstream("/slow/ten-seconds", 1).await;
+    wait_upstream(&site, "/slow/ten-seconds", 1).await;
     let term = Instant::now();
     gate.signal("TERM");
 
@@ -801,13 +570,13 @@ async fn drain_timeout_cuts_a_request_that_takes_too_long() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_sigterm_during_the_drain_exits_at_once() {
-    let site = Site::new(Duration::from_secs(10)).await;
-    site.write_config(&format!("{}{PUBLIC_ROUTES}", site.head("25s")));
+    let site = site(Duration::from_secs(10), "25s").await;
+    site.write_config(&format!("{}{PUBLIC_ROUTES}", site.head()));
     let mut gate = site.start("info").await;
-    let http = client();
+    let http = site.client();
 
     let slow = spawn_get(&http, site.url("/slow/ten-seconds"));
-    site.wait_upstream("/slow/ten-seconds", 1).await;
+    wait_upstream(&site, "/slow/ten-seconds", 1).await;
     gate.signal("TERM");
     // The drain has begun when readiness says so.
     let deadline = Instant::now() + Duration::from_secs(1);
@@ -866,7 +635,7 @@ struct Made {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_request_has_exactly_one_json_access_line_with_its_request_id() {
-    let site = Site::new(Duration::from_millis(10)).await;
+    let site = site(Duration::from_millis(10), "5s").await;
     let routes = r#"
 [[route]]
 path = "/a"
@@ -877,9 +646,9 @@ auth = "public"
 path = "/b"
 upstream = "app"
 "#;
-    site.write_config(&format!("{}{routes}", site.head("5s")));
+    site.write_config(&format!("{}{routes}", site.head()));
     let mut gate = site.start("info").await;
-    let http = client();
+    let http = site.client();
     let token = site.token("alice");
     let foreign = TestKey::generate(Algorithm::HS256).sign(&access_claims("mallory", &[]));
 

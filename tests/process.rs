@@ -3,111 +3,29 @@
 //! a SIGKILL of the gateway, that users survive a restart, and that no secret reaches a
 //! log line even at `RUST_LOG=debug,authgate=trace`.
 //!
-//! Each test owns a temp folder with `gateway.toml`, an HS256 secret file and the SQLite
-//! store (`sqlite://data/authgate.db`), and ports picked by binding `127.0.0.1:0`. The
-//! gateway is always killed at the end: [`Gate`] kills its child when dropped, assertion
-//! failures included.
+//! Each test owns a [`Site`] from the harness (`common::process`): a temp folder with
+//! `gateway.toml`, an HS256 secret file and the SQLite store (`sqlite://data/authgate.db`),
+//! and ports picked by binding `127.0.0.1:0`. The gateway is always killed at the end: the
+//! [`Gate`] kills its child when dropped, assertion failures included.
 
 mod common;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use authgate::jwt::Algorithm;
-use common::{Pki, TestKey, access_claims};
+use common::process::{BIN, Gate, START_TIMEOUT, Site};
+use common::{REVOKED, TestKey, Tokens, access_claims};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_authgate");
-/// Bound on a start (store opened, listeners up) and on a graceful stop.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-const REVOKED: &str = "the token has been revoked";
-
-/// A port that was free a moment ago: bound on 127.0.0.1:0, read, released.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// A gateway's folder: `gateway.toml`, `jwt.secret` (HS256, 64 hex characters), the store
-/// under `data/`, and the gateway's log. Optionally TLS (the harness PKI) and an ES256
-/// previous key, so a PEM private key is loaded too.
-struct Site {
-    dir: tempfile::TempDir,
-    port: u16,
-    admin: u16,
-    key: TestKey,
-    pki: Option<Pki>,
-    old_key: Option<TestKey>,
-}
-
-impl Site {
-    fn new() -> Site {
-        Site::build(false)
-    }
-
-    /// With TLS on the public port and an ES256 PEM key among `previous_keys`.
-    fn with_tls_and_pem() -> Site {
-        Site::build(true)
-    }
-
-    fn build(tls_and_pem: bool) -> Site {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key = TestKey::generate(Algorithm::HS256);
-        assert_eq!(key.text.trim().len(), 64, "a 64-hex-character HS256 secret");
-        std::fs::write(dir.path().join("jwt.secret"), &key.text).expect("write secret");
-        let (pki, old_key) = if tls_and_pem {
-            let old = TestKey::generate(Algorithm::ES256);
-            std::fs::write(dir.path().join("old-es256.pem"), &old.text).expect("write pem");
-            (Some(Pki::write(dir.path())), Some(old))
-        } else {
-            (None, None)
-        };
-        let site = Site {
-            dir,
-            port: free_port(),
-            admin: free_port(),
-            key,
-            pki,
-            old_key,
-        };
-        std::fs::write(site.config_path(), site.config()).expect("write config");
-        site
-    }
-
-    fn config(&self) -> String {
-        let tls = if self.pki.is_some() {
-            "tls = { cert = \"server.crt\", key = \"server.key\" }\n"
-        } else {
-            ""
-        };
-        let previous = if self.old_key.is_some() {
-            "previous_keys = [{ key = \"old-es256.pem\", algorithm = \"ES256\" }]\n"
-        } else {
-            ""
-        };
-        format!(
-            r#"[server]
-listen = "127.0.0.1:{port}"
-{tls}drain_timeout = "2s"
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[tokens]
-algorithm = "HS256"
-secret = {{ file = "jwt.secret" }}
-{previous}access_ttl = "15m"
-refresh_ttl = "7d"
-leeway = "5s"
-
-[store]
-url = "sqlite://data/authgate.db"
-
+/// The `[tokens]` lifetimes.
+const TOKEN_TTLS: &str = "access_ttl = \"15m\"\nrefresh_ttl = \"7d\"\n";
+/// Accounts open to registration with loose login rates, and every path to the built-in
+/// echo upstream.
+const ACCOUNTS_AND_ROUTES: &str = r#"
 [accounts]
 registration = true
 min_password_length = 10
@@ -121,147 +39,81 @@ url = "builtin:echo"
 [[route]]
 path = "/"
 upstream = "echo"
-"#,
-            port = self.port,
-            admin = self.admin,
-        )
-    }
+"#;
 
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
+/// A gateway with the SQLite store and accounts, on plain HTTP, its config written.
+fn accounts_site() -> Site {
+    let site = Site::new()
+        .drain_timeout("2s")
+        .store()
+        .tokens_lines(TOKEN_TTLS);
+    site.write_config(&format!("{}{ACCOUNTS_AND_ROUTES}", site.head()));
+    site
+}
 
-    fn config_path(&self) -> PathBuf {
-        self.path().join("gateway.toml")
-    }
+/// The same with TLS on the public port, and an ES256 PEM key (`old-es256.pem`, returned)
+/// among `previous_keys`, so a PEM private key is loaded too.
+fn accounts_site_with_tls_and_pem() -> (Site, TestKey) {
+    let old = TestKey::generate(Algorithm::ES256);
+    let site = Site::new()
+        .tls()
+        .drain_timeout("2s")
+        .store()
+        .tokens_lines(&format!(
+            "previous_keys = [{{ key = \"old-es256.pem\", algorithm = \"ES256\" }}]\n{TOKEN_TTLS}"
+        ));
+    std::fs::write(site.path().join("old-es256.pem"), &old.text).expect("write pem");
+    site.write_config(&format!("{}{ACCOUNTS_AND_ROUTES}", site.head()));
+    (site, old)
+}
 
-    fn log_path(&self) -> PathBuf {
-        self.path().join("gateway.log")
+fn api(site: &Site) -> Api {
+    Api {
+        client: site.client(),
+        base: site.url(""),
+        sent: 0,
     }
+}
 
-    fn base(&self) -> String {
-        match self.pki {
-            Some(_) => format!("https://localhost:{}", self.port),
-            None => format!("http://127.0.0.1:{}", self.port),
+/// Runs `authgate ARGS --config <dir>/gateway.toml` to completion (bounded), `stdin`
+/// piped in; stdout and stderr go through files, so a chatty command cannot block.
+fn cli(site: &Site, args: &[&str], stdin: Option<&str>, rust_log: &str) -> CliOutput {
+    let out_path = site.path().join("cli.stdout");
+    let err_path = site.path().join("cli.stderr");
+    let child = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(site.config_path())
+        .current_dir(site.path())
+        .env_remove("AUTHGATE_CONFIG")
+        .env("RUST_LOG", rust_log)
+        .stdin(Stdio::piped())
+        .stdout(File::create(&out_path).expect("stdout file"))
+        .stderr(File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn authgate cli");
+    let mut guard = Gate::adopt(child, err_path.clone());
+    {
+        let mut input = guard.child().stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).expect("write stdin");
         }
     }
-
-    /// A client without a connection pool: a connection to a killed gateway is never
-    /// reused for its successor.
-    fn client(&self) -> reqwest::Client {
-        let mut builder = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_secs(20));
-        if let Some(pki) = &self.pki {
-            let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).expect("ca");
-            builder = builder.tls_certs_only([ca]).http1_only();
+    let deadline = Instant::now() + START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = guard.child().try_wait().expect("try_wait") {
+            break status;
         }
-        builder.build().expect("client")
-    }
-
-    fn api(&self) -> Api {
-        Api {
-            client: self.client(),
-            base: self.base(),
-            sent: 0,
-        }
-    }
-
-    /// Starts `authgate serve --config <dir>/gateway.toml`, its stdout and stderr appended
-    /// to `gateway.log`, and waits (bounded) until its admin `/readyz` answers 200.
-    async fn start(&self, rust_log: &str) -> Gate {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open log");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(self.config_path())
-            .current_dir(self.path())
-            .env_remove("AUTHGATE_CONFIG")
-            .env("RUST_LOG", rust_log)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn authgate");
-        let mut gate = Gate {
-            child,
-            log: self.log_path(),
-        };
-        let ready = format!("http://127.0.0.1:{}/readyz", self.admin);
-        let probe = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("probe client");
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = gate.child.try_wait().expect("try_wait") {
-                panic!(
-                    "authgate exited during start-up ({status}); its log:\n{}",
-                    gate.log_text()
-                );
-            }
-            if let Ok(response) = probe.get(&ready).send().await
-                && response.status() == StatusCode::OK
-            {
-                return gate;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "authgate was not ready within {START_TIMEOUT:?}; its log:\n{}",
-                    gate.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Runs `authgate ARGS --config <dir>/gateway.toml` to completion (bounded), `stdin`
-    /// piped in; stdout and stderr go through files, so a chatty command cannot block.
-    fn cli(&self, args: &[&str], stdin: Option<&str>, rust_log: &str) -> CliOutput {
-        let out_path = self.path().join("cli.stdout");
-        let err_path = self.path().join("cli.stderr");
-        let child = Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(self.config_path())
-            .current_dir(self.path())
-            .env_remove("AUTHGATE_CONFIG")
-            .env("RUST_LOG", rust_log)
-            .stdin(Stdio::piped())
-            .stdout(File::create(&out_path).expect("stdout file"))
-            .stderr(File::create(&err_path).expect("stderr file"))
-            .spawn()
-            .expect("spawn authgate cli");
-        let mut guard = Gate {
-            child,
-            log: err_path.clone(),
-        };
-        {
-            let mut input = guard.child.stdin.take().expect("stdin");
-            if let Some(text) = stdin {
-                input.write_all(text.as_bytes()).expect("write stdin");
-            }
-        }
-        let deadline = Instant::now() + START_TIMEOUT;
-        let status = loop {
-            if let Some(status) = guard.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "authgate {args:?} did not finish within {START_TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        CliOutput {
-            code: status.code(),
-            stdout: std::fs::read_to_string(&out_path).expect("read stdout"),
-            stderr: std::fs::read_to_string(&err_path).expect("read stderr"),
-        }
+        assert!(
+            Instant::now() < deadline,
+            "authgate {args:?} did not finish within {START_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    CliOutput {
+        code: status.code(),
+        stdout: std::fs::read_to_string(&out_path).expect("read stdout"),
+        stderr: std::fs::read_to_string(&err_path).expect("read stderr"),
     }
 }
 
@@ -272,55 +124,6 @@ struct CliOutput {
     stderr: String,
 }
 
-/// A running gateway process. Dropping it SIGKILLs and reaps the child.
-struct Gate {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Gate {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix) and reap: no drain, no flush, no
-    /// destructor runs in the gateway.
-    fn sigkill(mut self) {
-        self.child.kill().expect("SIGKILL the gateway");
-        self.child.wait().expect("reap the gateway");
-    }
-
-    /// SIGTERM, then wait (bounded) for the graceful exit; SIGKILL if it does not come.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid} failed");
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(status.success(), "authgate exited with {status} on SIGTERM");
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "authgate did not stop within {STOP_TIMEOUT:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        // Only our own child, by its handle; harmless if it has already been reaped.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The gateway's HTTP API, counting the requests sent to the public port.
 struct Api {
     client: reqwest::Client,
@@ -328,13 +131,7 @@ struct Api {
     sent: usize,
 }
 
-#[derive(Debug, Clone)]
-struct Tokens {
-    access: String,
-    refresh: String,
-}
-
-async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
+async fn json_or_text(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let text = response.text().await.expect("body");
     let value = if text.is_empty() {
@@ -361,7 +158,7 @@ fn tokens_of(body: &Value) -> Tokens {
 impl Api {
     async fn send(&mut self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
         self.sent += 1;
-        json_of(request.send().await.expect("request to the gateway")).await
+        json_or_text(request.send().await.expect("request to the gateway")).await
     }
 
     fn url(&self, path: &str) -> String {
@@ -424,8 +221,8 @@ fn assert_revoked(what: &str, status: StatusCode, body: &Value) {
 
 #[tokio::test]
 async fn a_logout_acknowledged_with_204_survives_a_sigkill() {
-    let site = Site::new();
-    let mut api = site.api();
+    let site = accounts_site();
+    let mut api = api(&site);
     let gate = site.start("info").await;
 
     let password = "durable-password-1";
@@ -470,8 +267,8 @@ async fn a_logout_acknowledged_with_204_survives_a_sigkill() {
 
 #[tokio::test]
 async fn a_user_revoke_that_returned_survives_a_sigkill() {
-    let site = Site::new();
-    let mut api = site.api();
+    let site = accounts_site();
+    let mut api = api(&site);
     let gate = site.start("info").await;
 
     let password = "durable-password-2";
@@ -485,7 +282,7 @@ async fn a_user_revoke_that_returned_survives_a_sigkill() {
         "protected route before revoke: {body}"
     );
 
-    let output = site.cli(&["user", "revoke", "alice"], None, "info");
+    let output = cli(&site, &["user", "revoke", "alice"], None, "info");
     assert_eq!(
         output.code,
         Some(0),
@@ -527,8 +324,8 @@ async fn a_user_revoke_that_returned_survives_a_sigkill() {
 
 #[tokio::test]
 async fn registered_users_survive_a_sigkill() {
-    let site = Site::new();
-    let mut api = site.api();
+    let site = accounts_site();
+    let mut api = api(&site);
     let gate = site.start("info").await;
 
     let password = "durable-password-3";
@@ -612,8 +409,8 @@ fn assert_no_secrets(what: &str, text: &str, secrets: &[(String, String)]) {
 #[tokio::test]
 async fn no_secret_reaches_a_log_line_at_debug_and_trace() {
     const RUST_LOG: &str = "debug,authgate=trace";
-    let site = Site::with_tls_and_pem();
-    let mut api = site.api();
+    let (site, old_key) = accounts_site_with_tls_and_pem();
+    let mut api = api(&site);
     let gate = site.start(RUST_LOG).await;
     let mut secrets: Vec<(String, String)> = Vec::new();
 
@@ -641,11 +438,7 @@ async fn no_secret_reaches_a_log_line_at_debug_and_trace() {
         "the HMAC secret's second half".into(),
         secret[32..].to_owned(),
     ));
-    pem_secrets(
-        "the ES256 PEM key",
-        &site.old_key.as_ref().expect("pem key").text,
-        &mut secrets,
-    );
+    pem_secrets("the ES256 PEM key", &old_key.text, &mut secrets);
     pem_secrets(
         "the TLS private key",
         &std::fs::read_to_string(site.path().join("server.key")).expect("tls key"),
@@ -760,7 +553,7 @@ async fn no_secret_reaches_a_log_line_at_debug_and_trace() {
     // The command line: add carol (password on stdin), log her in, revoke her.
     let mut cli_output = String::new();
     let mut run_cli = |args: &[&str], stdin: Option<&str>| {
-        let output = site.cli(args, stdin, RUST_LOG);
+        let output = cli(&site, args, stdin, RUST_LOG);
         assert_eq!(
             output.code,
             Some(0),
@@ -796,7 +589,7 @@ async fn no_secret_reaches_a_log_line_at_debug_and_trace() {
     }
 
     let sent = api.sent;
-    gate.stop();
+    gate.stop().await;
     let log = std::fs::read_to_string(site.log_path()).expect("read log");
 
     // The detector itself finds a planted token and a planted PEM line.

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use authgate::jwt::Algorithm;
+use common::process::run_cli;
 use common::{Gateway, RedisServer, Setup};
 use serde_json::{Value, json};
 
@@ -158,22 +159,7 @@ async fn the_user_commands_work_on_redis_and_every_replica_follows() {
     let (_redis, setup, a, b) = two_replicas().await;
     let client = setup.client();
     let cli = |args: &[&str], stdin: &str| {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
-            .arg("--config")
-            .arg(setup.dir.path().join("gateway.toml"))
-            .args(args)
-            .env_remove("AUTHGATE_CONFIG")
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run the authgate binary");
-        let mut input = child.stdin.take().expect("stdin");
-        input.write_all(stdin.as_bytes()).expect("write stdin");
-        drop(input);
-        let out = child.wait_with_output().expect("wait");
+        let out = run_cli(&setup.dir.path().join("gateway.toml"), args, Some(stdin));
         assert!(
             out.status.success(),
             "authgate {args:?}: {}",

@@ -12,17 +12,9 @@ use authgate::jwt::Algorithm;
 use common::{Setup, TestKey, access_claims};
 use tokio::sync::{mpsc, oneshot};
 
-/// The value of one metric line, by its name and label set as printed.
+/// The value of one counter, by its name and label set as printed; 0 when absent.
 async fn metric(admin: std::net::SocketAddr, series: &str) -> u64 {
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
+    common::metrics::value(&common::metrics::scrape(admin).await, series) as u64
 }
 
 const HIT: &str = r#"authgate_token_cache_lookups_total{result="hit"}"#;
@@ -132,11 +124,11 @@ async fn a_cached_token_is_refused_right_after_logout_and_user_revoke() {
     let (access, _) = login("bob").await;
     assert_eq!(status(&client, &gw.url("/x"), &access).await.0, 200);
     assert_eq!(status(&client, &gw.url("/x"), &access).await.0, 200);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
-        .args(["user", "revoke", "bob", "--config"])
-        .arg(gw.dir.join("gateway.toml"))
-        .output()
-        .expect("cli");
+    let out = common::process::run_cli(
+        &gw.dir.join("gateway.toml"),
+        &["user", "revoke", "bob"],
+        None,
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -119,6 +119,72 @@ fn mode(path: &Path) -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------
+// Refused files: each section below has a table of them, each row a file text and every
+// issue it must report, exactly and in order (file, line, key path, message).
+
+/// A config that is refused.
+struct Refused {
+    /// The test the case comes from (and which of its cases, when it has several).
+    name: &'static str,
+    /// The text of `gateway.toml`, given the case's fresh folder (which has `jwt.pem`) to
+    /// write any other file it names.
+    text: fn(&Dir) -> String,
+    /// Every issue, in order: line, key path, message. In a message `{dir}` stands for
+    /// the case's folder and `{kid}` for the kid of its `jwt.pem`.
+    issues: &'static [(usize, &'static str, &'static str)],
+}
+
+impl Dir {
+    /// `message` with `{dir}` and `{kid}` filled in for this folder.
+    fn expand(&self, message: &str) -> String {
+        let mut message = message.replace("{dir}", &self.dir.path().display().to_string());
+        if message.contains("{kid}") {
+            let pem = std::fs::read(self.path("jwt.pem")).expect("read");
+            let key = Key::from_pem(Algorithm::ES256, &pem, None).expect("key");
+            message = message.replace("{kid}", &key.kid);
+        }
+        message
+    }
+}
+
+/// Loads every case in a fresh folder and checks that it is refused with exactly its
+/// issues; names every case that is not.
+fn check_refused(cases: &[Refused]) {
+    let mut names: Vec<&str> = cases.iter().map(|case| case.name).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), cases.len(), "case names are unique");
+    let mut failures = Vec::new();
+    for case in cases {
+        let dir = Dir::new();
+        let text = (case.text)(&dir);
+        let expected: Vec<ConfigIssue> = case
+            .issues
+            .iter()
+            .map(|(line, key, message)| dir.issue(*line, key, &dir.expand(message)))
+            .collect();
+        match dir.load_with(&text, LoadOptions::default()) {
+            Ok(_) => failures.push(format!(
+                "{}: accepted, expected {expected:#?}\n---\n{text}",
+                case.name
+            )),
+            Err(errors) if errors.0 != expected => failures.push(format!(
+                "{}: got {:#?}\nexpected {expected:#?}\n---\n{text}",
+                case.name, errors.0
+            )),
+            Err(_) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} refused configs went wrong:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Defaults and accepted values
 
 #[test]
@@ -316,21 +382,6 @@ require = { roles = ["admin", "ops"] }
 // Strict TOML: unknown keys, types, syntax
 
 #[test]
-fn an_unknown_top_level_key_is_an_error_with_its_line() {
-    let dir = Dir::new();
-    // Before the first table: a key after `[[route]]` would belong to the route.
-    let errors = dir.errors(&format!("logging = \"debug\"\n{BASE}"));
-    assert_eq!(
-        errors,
-        vec![dir.issue(
-            1,
-            "logging",
-            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `store`, `accounts`, `identity`, `dev`, `upstream`, `route`"
-        )]
-    );
-}
-
-#[test]
 fn an_unknown_key_in_server_names_the_table() {
     let dir = Dir::new();
     let text = base_with(
@@ -350,217 +401,96 @@ fn an_unknown_key_in_server_names_the_table() {
     );
 }
 
-#[test]
-fn an_unknown_key_in_a_route_names_the_route_by_index() {
-    let dir = Dir::new();
-    let text = format!("{BASE}\n[[route]]\npath = \"/api\"\npathh = \"/v2\"\nupstream = \"app\"\n");
-    let errors = dir.errors(&text);
-    assert_eq!(
-        errors,
-        vec![dir.issue(
+const TOML_ERRORS: &[Refused] = &[
+    Refused {
+        name: "an_unknown_top_level_key_is_an_error_with_its_line",
+        // Before the first table: a key after `[[route]]` would belong to the route.
+        text: |_| format!("logging = \"debug\"\n{BASE}"),
+        issues: &[(
+            1,
+            "logging",
+            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `store`, `accounts`, `identity`, `dev`, `upstream`, `route`",
+        )],
+    },
+    Refused {
+        name: "an_unknown_key_in_a_route_names_the_route_by_index",
+        text: |_| {
+            format!("{BASE}\n[[route]]\npath = \"/api\"\npathh = \"/v2\"\nupstream = \"app\"\n")
+        },
+        issues: &[(
             18,
             "route[1].pathh",
-            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`, `max_body_bytes`"
-        )]
-    );
-}
-
-#[test]
-fn an_unknown_key_in_an_inline_table_names_the_table_without_serde_internals() {
-    let dir = Dir::new();
-    let text = base_with(
-        "listen = \"127.0.0.1:8443\"\n",
-        "listen = \"127.0.0.1:8443\"\ntls = { cert = \"server.crt\", kye = \"server.key\" }\n",
-    );
-    let errors = dir.errors(&text);
-    assert_eq!(
-        errors,
-        vec![
-            dir.issue(
+            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`, `max_body_bytes`",
+        )],
+    },
+    Refused {
+        name: "an_unknown_key_in_an_inline_table_names_the_table_without_serde_internals: tls",
+        text: |_| {
+            base_with(
+                "listen = \"127.0.0.1:8443\"\n",
+                "listen = \"127.0.0.1:8443\"\ntls = { cert = \"server.crt\", kye = \"server.key\" }\n",
+            )
+        },
+        issues: &[
+            (
                 3,
                 "server.tls.kye",
-                "unknown key `kye`, expected one of `cert`, `key`"
+                "unknown key `kye`, expected one of `cert`, `key`",
             ),
-            dir.issue(3, "server.tls", "missing field `key`"),
-        ]
-    );
-
-    let text = format!(
-        "{BASE}\n[[route]]\npath = \"/x\"\nupstream = \"app\"\nrequire = {{ role = [\"a\"] }}\n"
-    );
-    let errors = dir.errors(&text);
-    assert_eq!(
-        errors,
-        vec![dir.issue(
+            (3, "server.tls", "missing field `key`"),
+        ],
+    },
+    Refused {
+        name: "an_unknown_key_in_an_inline_table_names_the_table_without_serde_internals: require",
+        text: |_| {
+            format!(
+                "{BASE}\n[[route]]\npath = \"/x\"\nupstream = \"app\"\nrequire = {{ role = [\"a\"] }}\n"
+            )
+        },
+        issues: &[(
             19,
             "route[1].require.role",
-            "unknown key `role`, expected `roles`"
-        )]
-    );
-}
-
-#[test]
-fn a_value_of_the_wrong_type_names_its_key_without_serde_internals() {
-    let dir = Dir::new();
-    let text = base_with(
-        "signing_key = \"jwt.pem\"\n",
-        "signing_key = \"jwt.pem\"\naccess_ttl = 15\n",
-    );
-    let errors = dir.errors(&text);
-    assert_eq!(
-        errors,
-        vec![dir.issue(
+            "unknown key `role`, expected `roles`",
+        )],
+    },
+    Refused {
+        name: "a_value_of_the_wrong_type_names_its_key_without_serde_internals",
+        text: |_| {
+            base_with(
+                "signing_key = \"jwt.pem\"\n",
+                "signing_key = \"jwt.pem\"\naccess_ttl = 15\n",
+            )
+        },
+        issues: &[(
             7,
             "tokens.access_ttl",
-            "invalid type: integer `15`, expected a string"
-        )]
-    );
-}
+            "invalid type: integer `15`, expected a string",
+        )],
+    },
+    Refused {
+        name: "a_missing_required_key_names_its_table",
+        text: |_| base_with("path = \"/\"\n", ""),
+        issues: &[(12, "route[0]", "missing field `path`")],
+    },
+    Refused {
+        name: "a_syntax_error_has_its_line",
+        text: |_| {
+            base_with(
+                "listen = \"127.0.0.1:8443\"\n",
+                "listen = \"127.0.0.1:8443\"\nlisten = \"127.0.0.1:8444\"\n",
+            )
+        },
+        issues: &[(3, "(syntax)", "duplicate key")],
+    },
+];
 
 #[test]
-fn a_missing_required_key_names_its_table() {
-    let dir = Dir::new();
-    let errors = dir.errors(&base_with("path = \"/\"\n", ""));
-    assert_eq!(
-        errors,
-        vec![dir.issue(12, "route[0]", "missing field `path`")]
-    );
-}
-
-#[test]
-fn a_syntax_error_has_its_line() {
-    let dir = Dir::new();
-    let text = base_with(
-        "listen = \"127.0.0.1:8443\"\n",
-        "listen = \"127.0.0.1:8443\"\nlisten = \"127.0.0.1:8444\"\n",
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(3, "(syntax)", "duplicate key")]
-    );
+fn toml_errors_name_their_line_and_key() {
+    check_refused(TOML_ERRORS);
 }
 
 // ---------------------------------------------------------------------------------------
 // Tokens and keys
-
-#[test]
-fn a_route_naming_a_missing_upstream_is_an_error_at_its_line() {
-    let dir = Dir::new();
-    let text = format!("{BASE}\n[[route]]\npath = \"/api\"\nupstream = \"ap\"\n");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(18, "route[1].upstream", "no upstream named \"ap\"")]
-    );
-}
-
-#[test]
-fn a_key_whose_type_does_not_fit_its_algorithm_is_an_error() {
-    let dir = Dir::new();
-    let text = base_with("algorithm = \"ES256\"", "algorithm = \"RS256\"");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            6,
-            "tokens.signing_key",
-            "RS256 needs an RSA key, but this is an EC P-256 private key"
-        )]
-    );
-
-    let text = base_with("algorithm = \"ES256\"", "algorithm = \"ES384\"");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            6,
-            "tokens.signing_key",
-            "ES384 needs an EC P-384 key, but this is an EC P-256 private key"
-        )]
-    );
-
-    dir.key("ed.pem", Algorithm::EdDSA);
-    let text = base_with("signing_key = \"jwt.pem\"", "signing_key = \"ed.pem\"");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            6,
-            "tokens.signing_key",
-            "ES256 needs an EC P-256 key, but this is an Ed25519 private key"
-        )]
-    );
-
-    let text = base_with("algorithm = \"ES256\"", "algorithm = \"HS256\"");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            6,
-            "tokens.signing_key",
-            "HS256 is an HMAC algorithm: give `secret`, not a PEM key"
-        )]
-    );
-
-    let text = base_with(
-        "signing_key = \"jwt.pem\"",
-        "secret = { file = \"jwt.pem\" }",
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            6,
-            "tokens.secret",
-            "ES256 is not an HMAC algorithm: give a PEM key, not a secret"
-        )]
-    );
-}
-
-#[test]
-fn an_unknown_algorithm_or_a_missing_key_is_an_error() {
-    let dir = Dir::new();
-    let text = base_with("algorithm = \"ES256\"", "algorithm = \"none\"");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            5,
-            "tokens.algorithm",
-            "\"none\" is not a supported algorithm (HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"
-        )]
-    );
-    let text = base_with("signing_key = \"jwt.pem\"\n", "");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(5, "tokens", "ES256 needs a signing_key")]
-    );
-    let text = base_with(
-        "signing_key = \"jwt.pem\"\n",
-        "signing_key = \"jwt.pem\"\nsecret = { env = \"X\" }\n",
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            6,
-            "tokens.signing_key",
-            "give either signing_key or secret, not both"
-        )]
-    );
-}
-
-#[test]
-fn a_missing_key_file_names_the_resolved_path() {
-    let dir = Dir::new();
-    let text = base_with(
-        "signing_key = \"jwt.pem\"",
-        "signing_key = \"keys/gone.pem\"",
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            6,
-            "tokens.signing_key",
-            &format!(
-                "cannot read {}: No such file or directory (os error 2)",
-                dir.path("keys/gone.pem").display()
-            )
-        )]
-    );
-}
 
 #[test]
 fn an_hs256_secret_shorter_than_32_bytes_is_refused_without_printing_it() {
@@ -598,25 +528,6 @@ fn an_hs256_secret_shorter_than_32_bytes_is_refused_without_printing_it() {
     );
     let rendered = ConfigErrors(errors).to_string();
     assert!(!rendered.contains(inline), "{rendered}");
-}
-
-#[test]
-fn a_secret_from_an_unset_environment_variable_is_an_error() {
-    const VAR: &str = "AUTHGATE_CONFIG_TESTS_SURELY_UNSET_5D1C9A";
-    assert!(std::env::var_os(VAR).is_none(), "{VAR} must not be set");
-    let dir = Dir::new();
-    let text = base_with("algorithm = \"ES256\"", "algorithm = \"HS256\"").replace(
-        "signing_key = \"jwt.pem\"",
-        &format!("secret = {{ env = \"{VAR}\" }}"),
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            6,
-            "tokens.secret",
-            &format!("environment variable {VAR} is not set")
-        )]
-    );
 }
 
 #[test]
@@ -680,37 +591,158 @@ fn a_pem_key_pasted_inline_is_not_echoed_in_the_error() {
     );
 }
 
-#[test]
-fn a_bad_duration_is_an_error_at_its_line() {
-    let dir = Dir::new();
-    let text = base_with(
-        "signing_key = \"jwt.pem\"\n",
-        "signing_key = \"jwt.pem\"\naccess_ttl = \"15 minutes\"\n",
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
+/// An environment variable no test sets.
+const UNSET_VAR: &str = "AUTHGATE_CONFIG_TESTS_SURELY_UNSET_5D1C9A";
+
+const TOKEN_ERRORS: &[Refused] = &[
+    Refused {
+        name: "a_key_whose_type_does_not_fit_its_algorithm_is_an_error: RS256, an EC key",
+        text: |_| base_with("algorithm = \"ES256\"", "algorithm = \"RS256\""),
+        issues: &[(
+            6,
+            "tokens.signing_key",
+            "RS256 needs an RSA key, but this is an EC P-256 private key",
+        )],
+    },
+    Refused {
+        name: "a_key_whose_type_does_not_fit_its_algorithm_is_an_error: ES384, a P-256 key",
+        text: |_| base_with("algorithm = \"ES256\"", "algorithm = \"ES384\""),
+        issues: &[(
+            6,
+            "tokens.signing_key",
+            "ES384 needs an EC P-384 key, but this is an EC P-256 private key",
+        )],
+    },
+    Refused {
+        name: "a_key_whose_type_does_not_fit_its_algorithm_is_an_error: ES256, an Ed25519 key",
+        text: |dir| {
+            dir.key("ed.pem", Algorithm::EdDSA);
+            base_with("signing_key = \"jwt.pem\"", "signing_key = \"ed.pem\"")
+        },
+        issues: &[(
+            6,
+            "tokens.signing_key",
+            "ES256 needs an EC P-256 key, but this is an Ed25519 private key",
+        )],
+    },
+    Refused {
+        name: "a_key_whose_type_does_not_fit_its_algorithm_is_an_error: HS256, a PEM key",
+        text: |_| base_with("algorithm = \"ES256\"", "algorithm = \"HS256\""),
+        issues: &[(
+            6,
+            "tokens.signing_key",
+            "HS256 is an HMAC algorithm: give `secret`, not a PEM key",
+        )],
+    },
+    Refused {
+        name: "a_key_whose_type_does_not_fit_its_algorithm_is_an_error: ES256, a secret",
+        text: |_| {
+            base_with(
+                "signing_key = \"jwt.pem\"",
+                "secret = { file = \"jwt.pem\" }",
+            )
+        },
+        issues: &[(
+            6,
+            "tokens.secret",
+            "ES256 is not an HMAC algorithm: give a PEM key, not a secret",
+        )],
+    },
+    Refused {
+        name: "an_unknown_algorithm_or_a_missing_key_is_an_error: none",
+        text: |_| base_with("algorithm = \"ES256\"", "algorithm = \"none\""),
+        issues: &[(
+            5,
+            "tokens.algorithm",
+            "\"none\" is not a supported algorithm (HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)",
+        )],
+    },
+    Refused {
+        name: "an_unknown_algorithm_or_a_missing_key_is_an_error: no key",
+        text: |_| base_with("signing_key = \"jwt.pem\"\n", ""),
+        issues: &[(5, "tokens", "ES256 needs a signing_key")],
+    },
+    Refused {
+        name: "an_unknown_algorithm_or_a_missing_key_is_an_error: a key and a secret",
+        text: |_| {
+            base_with(
+                "signing_key = \"jwt.pem\"\n",
+                "signing_key = \"jwt.pem\"\nsecret = { env = \"X\" }\n",
+            )
+        },
+        issues: &[(
+            6,
+            "tokens.signing_key",
+            "give either signing_key or secret, not both",
+        )],
+    },
+    Refused {
+        name: "a_missing_key_file_names_the_resolved_path",
+        text: |_| {
+            base_with(
+                "signing_key = \"jwt.pem\"",
+                "signing_key = \"keys/gone.pem\"",
+            )
+        },
+        issues: &[(
+            6,
+            "tokens.signing_key",
+            "cannot read {dir}/keys/gone.pem: No such file or directory (os error 2)",
+        )],
+    },
+    Refused {
+        name: "a_secret_from_an_unset_environment_variable_is_an_error",
+        text: |_| {
+            base_with("algorithm = \"ES256\"", "algorithm = \"HS256\"").replace(
+                "signing_key = \"jwt.pem\"",
+                &format!("secret = {{ env = \"{UNSET_VAR}\" }}"),
+            )
+        },
+        issues: &[(
+            6,
+            "tokens.secret",
+            "environment variable AUTHGATE_CONFIG_TESTS_SURELY_UNSET_5D1C9A is not set",
+        )],
+    },
+    Refused {
+        name: "a_bad_duration_is_an_error_at_its_line: access_ttl",
+        text: |_| {
+            base_with(
+                "signing_key = \"jwt.pem\"\n",
+                "signing_key = \"jwt.pem\"\naccess_ttl = \"15 minutes\"\n",
+            )
+        },
+        issues: &[(
             7,
             "tokens.access_ttl",
-            "\"15 minutes\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")"
-        )]
-    );
-    let text = format!(
-        "{}connect_timeout = \"5 s\"\n",
-        &BASE[..BASE.find("\n[[route]]").expect("route")]
-    );
-    assert!(text.ends_with("url = \"http://127.0.0.1:3000\"\nconnect_timeout = \"5 s\"\n"));
-    let errors = dir.errors(&format!(
-        "{text}\n[[route]]\npath = \"/\"\nupstream = \"app\"\n"
-    ));
-    assert_eq!(
-        errors,
-        vec![dir.issue(
+            "\"15 minutes\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")",
+        )],
+    },
+    Refused {
+        name: "a_bad_duration_is_an_error_at_its_line: connect_timeout",
+        text: |_| {
+            let text = format!(
+                "{}connect_timeout = \"5 s\"\n",
+                &BASE[..BASE.find("\n[[route]]").expect("route")]
+            );
+            assert!(text.ends_with("url = \"http://127.0.0.1:3000\"\nconnect_timeout = \"5 s\"\n"));
+            format!("{text}\n[[route]]\npath = \"/\"\nupstream = \"app\"\n")
+        },
+        issues: &[(
             11,
             "upstream[0].connect_timeout",
-            "\"5 s\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")"
-        )]
+            "\"5 s\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")",
+        )],
+    },
+];
+
+#[test]
+fn token_errors_name_their_line_and_key() {
+    assert!(
+        std::env::var_os(UNSET_VAR).is_none(),
+        "{UNSET_VAR} must not be set"
     );
+    check_refused(TOKEN_ERRORS);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -763,54 +795,46 @@ previous_keys = [
     assert_eq!(keys[3].kid, "hs-2022");
 }
 
-#[test]
-fn two_keys_with_the_same_kid_are_an_error_at_the_second() {
-    let dir = Dir::new();
-    dir.key("a.pem", Algorithm::ES256);
-    dir.key("b.pem", Algorithm::ES256);
-    let text = base_with(
-        "signing_key = \"jwt.pem\"\n",
-        r#"signing_key = "jwt.pem"
+const PREVIOUS_KEY_ERRORS: &[Refused] = &[
+    Refused {
+        name: "two_keys_with_the_same_kid_are_an_error_at_the_second: two previous keys",
+        text: |dir| {
+            dir.key("a.pem", Algorithm::ES256);
+            dir.key("b.pem", Algorithm::ES256);
+            base_with(
+                "signing_key = \"jwt.pem\"\n",
+                r#"signing_key = "jwt.pem"
 previous_keys = [
     { key = "a.pem", kid = "old" },
     { key = "b.pem", kid = "old" },
 ]
 "#,
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(9, "tokens.previous_keys", "two keys share the kid \"old\"")]
-    );
-
-    // The signing key listed again as a previous key: same thumbprint, same kid.
-    let kid = Key::from_pem(
-        Algorithm::ES256,
-        &std::fs::read(dir.path("jwt.pem")).expect("read"),
-        None,
-    )
-    .expect("key")
-    .kid;
-    let text = base_with(
-        "signing_key = \"jwt.pem\"\n",
-        "signing_key = \"jwt.pem\"\nprevious_keys = [\"jwt.pem\"]\n",
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
+            )
+        },
+        issues: &[(9, "tokens.previous_keys", "two keys share the kid \"old\"")],
+    },
+    Refused {
+        // The signing key listed again as a previous key: same thumbprint, same kid.
+        name: "two_keys_with_the_same_kid_are_an_error_at_the_second: the signing key again",
+        text: |_| {
+            base_with(
+                "signing_key = \"jwt.pem\"\n",
+                "signing_key = \"jwt.pem\"\nprevious_keys = [\"jwt.pem\"]\n",
+            )
+        },
+        issues: &[(
             7,
             "tokens.previous_keys",
-            &format!("two keys share the kid \"{kid}\"")
-        )]
-    );
-}
-
-#[test]
-fn a_bad_previous_key_names_its_index() {
-    let dir = Dir::new();
-    dir.key("rsa.pem", Algorithm::RS256);
-    let text = base_with(
-        "signing_key = \"jwt.pem\"\n",
-        r#"signing_key = "jwt.pem"
+            "two keys share the kid \"{kid}\"",
+        )],
+    },
+    Refused {
+        name: "a_bad_previous_key_names_its_index",
+        text: |dir| {
+            dir.key("rsa.pem", Algorithm::RS256);
+            base_with(
+                "signing_key = \"jwt.pem\"\n",
+                r#"signing_key = "jwt.pem"
 previous_keys = [
     "missing.pem",
     { key = "rsa.pem", algorithm = "RS257" },
@@ -818,177 +842,112 @@ previous_keys = [
     { kid = "nothing" },
 ]
 "#,
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![
-            dir.issue(
+            )
+        },
+        issues: &[
+            (
                 8,
                 "tokens.previous_keys[0]",
-                &format!(
-                    "cannot read {}: No such file or directory (os error 2)",
-                    dir.path("missing.pem").display()
-                )
+                "cannot read {dir}/missing.pem: No such file or directory (os error 2)",
             ),
-            dir.issue(
+            (
                 9,
                 "tokens.previous_keys[1].algorithm",
-                "\"RS257\" is not a supported algorithm (HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"
+                "\"RS257\" is not a supported algorithm (HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)",
             ),
-            dir.issue(
+            (
                 10,
                 "tokens.previous_keys[2]",
-                "ES256 needs an EC P-256 key, but this is an RSA private key"
+                "ES256 needs an EC P-256 key, but this is an RSA private key",
             ),
-            dir.issue(
+            (
                 11,
                 "tokens.previous_keys[3]",
-                "give exactly one of key or secret"
+                "give exactly one of key or secret",
             ),
-        ]
-    );
+        ],
+    },
+];
+
+#[test]
+fn previous_key_errors_name_their_entry() {
+    check_refused(PREVIOUS_KEY_ERRORS);
 }
 
 // ---------------------------------------------------------------------------------------
 // Server
 
-#[test]
-fn a_bad_listen_address_is_an_error() {
-    let dir = Dir::new();
-    let text = base_with("listen = \"127.0.0.1:8443\"", "listen = \"localhost:8443\"");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
+const SERVER_ERRORS: &[Refused] = &[
+    Refused {
+        name: "a_bad_listen_address_is_an_error: a host name",
+        text: |_| base_with("listen = \"127.0.0.1:8443\"", "listen = \"localhost:8443\""),
+        issues: &[(
             2,
             "server.listen",
-            "\"localhost:8443\" is not an IP address and port, like \"0.0.0.0:8443\""
-        )]
-    );
-    let text = format!("{BASE}\n[admin]\nlisten = \"9901\"\n");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
+            "\"localhost:8443\" is not an IP address and port, like \"0.0.0.0:8443\"",
+        )],
+    },
+    Refused {
+        name: "a_bad_listen_address_is_an_error: a port alone",
+        text: |_| format!("{BASE}\n[admin]\nlisten = \"9901\"\n"),
+        issues: &[(
             17,
             "admin.listen",
-            "\"9901\" is not an IP address and port, like \"0.0.0.0:8443\""
-        )]
-    );
-    let text = format!("{BASE}\n[admin]\nlisten = \"127.0.0.1:8443\"\n");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
+            "\"9901\" is not an IP address and port, like \"0.0.0.0:8443\"",
+        )],
+    },
+    Refused {
+        name: "a_bad_listen_address_is_an_error: the public listener's address",
+        text: |_| format!("{BASE}\n[admin]\nlisten = \"127.0.0.1:8443\"\n"),
+        issues: &[(
             17,
             "admin.listen",
-            "the admin listener must not share the public listener's address"
-        )]
-    );
-}
-
-#[test]
-fn a_bad_trusted_proxy_is_an_error_at_its_entry() {
-    let dir = Dir::new();
-    let text = base_with(
-        "listen = \"127.0.0.1:8443\"\n",
-        r#"listen = "127.0.0.1:8443"
+            "the admin listener must not share the public listener's address",
+        )],
+    },
+    Refused {
+        name: "a_bad_trusted_proxy_is_an_error_at_its_entry",
+        text: |_| {
+            base_with(
+                "listen = \"127.0.0.1:8443\"\n",
+                r#"listen = "127.0.0.1:8443"
 trusted_proxies = [
     "10.0.0.0/8",
     "10.0.0.300",
     "::1",
 ]
 "#,
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
+            )
+        },
+        issues: &[(
             5,
             "server.trusted_proxies[1]",
-            "\"10.0.0.300\" is not an IP address or CIDR range"
-        )]
-    );
-}
-
-#[test]
-fn client_ca_needs_tls() {
-    let dir = Dir::new();
-    let text = base_with(
-        "listen = \"127.0.0.1:8443\"\n",
-        "listen = \"127.0.0.1:8443\"\nclient_ca = \"ca.pem\"\n",
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
+            "\"10.0.0.300\" is not an IP address or CIDR range",
+        )],
+    },
+    Refused {
+        name: "client_ca_needs_tls",
+        text: |_| {
+            base_with(
+                "listen = \"127.0.0.1:8443\"\n",
+                "listen = \"127.0.0.1:8443\"\nclient_ca = \"ca.pem\"\n",
+            )
+        },
+        issues: &[(
             3,
             "server.client_ca",
-            "client certificates need tls: add server.tls"
-        )]
-    );
+            "client certificates need tls: add server.tls",
+        )],
+    },
+];
+
+#[test]
+fn server_errors_name_their_line_and_key() {
+    check_refused(SERVER_ERRORS);
 }
 
 // ---------------------------------------------------------------------------------------
 // Identity headers
-
-#[test]
-fn an_invalid_identity_header_name_is_an_error() {
-    let dir = Dir::new();
-    let text = format!("{BASE}\n[identity]\nuser_header = \"X Auth User\"\n");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            17,
-            "identity.user_header",
-            "\"X Auth User\" is not a valid header name"
-        )]
-    );
-}
-
-#[test]
-fn a_reserved_header_cannot_be_an_identity_header() {
-    let dir = Dir::new();
-    let text = format!("{BASE}\n[identity]\nuser_header = \"Authorization\"\n");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            17,
-            "identity.user_header",
-            "\"Authorization\" is a header the gateway manages itself"
-        )]
-    );
-    let text = format!("{BASE}\n[identity]\nclaim_headers = {{ \"X_Forwarded_For\" = \"sub\" }}\n");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            17,
-            "identity.claim_headers.X_Forwarded_For",
-            "\"X_Forwarded_For\" is a header the gateway manages itself"
-        )]
-    );
-}
-
-#[test]
-fn identity_headers_that_fold_to_the_same_name_are_an_error() {
-    let dir = Dir::new();
-    let text = format!(
-        "{BASE}\n[identity]\nuser_header = \"X-Team\"\nclaim_headers = {{ \"x_team\" = \"team\" }}\n"
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            18,
-            "identity.claim_headers.x_team",
-            "\"x_team\" is already used as an identity header"
-        )]
-    );
-    // The default user header takes part too.
-    let text = format!("{BASE}\n[identity]\nclaim_headers = {{ \"x_auth_user\" = \"sub\" }}\n");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            17,
-            "identity.claim_headers.x_auth_user",
-            "\"x_auth_user\" is already used as an identity header"
-        )]
-    );
-}
 
 #[test]
 fn claim_headers_keep_file_order() {
@@ -1022,115 +981,72 @@ fn claim_headers_keep_file_order() {
     );
 }
 
+const IDENTITY_ERRORS: &[Refused] = &[
+    Refused {
+        name: "an_invalid_identity_header_name_is_an_error",
+        text: |_| format!("{BASE}\n[identity]\nuser_header = \"X Auth User\"\n"),
+        issues: &[(
+            17,
+            "identity.user_header",
+            "\"X Auth User\" is not a valid header name",
+        )],
+    },
+    Refused {
+        name: "a_reserved_header_cannot_be_an_identity_header: user_header",
+        text: |_| format!("{BASE}\n[identity]\nuser_header = \"Authorization\"\n"),
+        issues: &[(
+            17,
+            "identity.user_header",
+            "\"Authorization\" is a header the gateway manages itself",
+        )],
+    },
+    Refused {
+        name: "a_reserved_header_cannot_be_an_identity_header: claim_headers",
+        text: |_| {
+            format!("{BASE}\n[identity]\nclaim_headers = {{ \"X_Forwarded_For\" = \"sub\" }}\n")
+        },
+        issues: &[(
+            17,
+            "identity.claim_headers.X_Forwarded_For",
+            "\"X_Forwarded_For\" is a header the gateway manages itself",
+        )],
+    },
+    Refused {
+        name: "identity_headers_that_fold_to_the_same_name_are_an_error: user_header",
+        text: |_| {
+            format!(
+                "{BASE}\n[identity]\nuser_header = \"X-Team\"\nclaim_headers = {{ \"x_team\" = \"team\" }}\n"
+            )
+        },
+        issues: &[(
+            18,
+            "identity.claim_headers.x_team",
+            "\"x_team\" is already used as an identity header",
+        )],
+    },
+    Refused {
+        // The default user header takes part too.
+        name: "identity_headers_that_fold_to_the_same_name_are_an_error: the default user_header",
+        text: |_| format!("{BASE}\n[identity]\nclaim_headers = {{ \"x_auth_user\" = \"sub\" }}\n"),
+        issues: &[(
+            17,
+            "identity.claim_headers.x_auth_user",
+            "\"x_auth_user\" is already used as an identity header",
+        )],
+    },
+];
+
+#[test]
+fn identity_header_errors_name_their_line_and_key() {
+    check_refused(IDENTITY_ERRORS);
+}
+
 // ---------------------------------------------------------------------------------------
 // Routes
 
 fn with_route(fields: &str) -> String {
     // `[[route]]` on line 16, the first field on line 17.
     format!("{BASE}\n[[route]]\n{fields}")
-}
-
-#[test]
-fn a_route_path_must_be_canonical() {
-    let dir = Dir::new();
-    for (path, suggestion) in [
-        ("/a/../b", "/b"),
-        ("/api//v1", "/api/v1"),
-        ("/%61pi", "/api"),
-        ("=/a/./b", "=/a/b"),
-    ] {
-        let text = with_route(&format!("path = \"{path}\"\nupstream = \"app\"\n"));
-        assert_eq!(
-            dir.errors(&text),
-            vec![dir.issue(
-                17,
-                "route[1].path",
-                &format!("\"{path}\" is not in canonical form; write \"{suggestion}\"")
-            )],
-            "{path}"
-        );
-    }
-    let text = with_route("path = \"/a/../../x\"\nupstream = \"app\"\n");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            17,
-            "route[1].path",
-            "\"/a/../../x\" is not a valid route path: a .. segment above the root"
-        )]
-    );
-}
-
-#[test]
-fn a_route_path_has_no_query_or_parameters() {
-    let dir = Dir::new();
-    for path in ["/a;jsessionid=1", "/a?x=1", "=/a#top"] {
-        let text = with_route(&format!("path = \"{path}\"\nupstream = \"app\"\n"));
-        assert_eq!(
-            dir.errors(&text),
-            vec![dir.issue(
-                17,
-                "route[1].path",
-                &format!("\"{path}\": a route path has no query, fragment or ;parameters")
-            )],
-            "{path}"
-        );
-    }
-}
-
-#[test]
-fn methods_must_be_upper_case_http_methods() {
-    let dir = Dir::new();
-    let text = with_route(
-        "path = \"/api\"\nmethods = [\n    \"GET\",\n    \"post\",\n]\nupstream = \"app\"\n",
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            20,
-            "route[1].methods[1]",
-            "\"post\" is not an HTTP method (upper case, like \"GET\")"
-        )]
-    );
-    let text = with_route("path = \"/api\"\nmethods = [\"GET\", \"\"]\nupstream = \"app\"\n");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            18,
-            "route[1].methods[1]",
-            "\"\" is not an HTTP method (upper case, like \"GET\")"
-        )]
-    );
-}
-
-#[test]
-fn auth_is_required_or_public() {
-    let dir = Dir::new();
-    let text = with_route("path = \"/api\"\nupstream = \"app\"\nauth = \"maybe\"\n");
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            19,
-            "route[1].auth",
-            "\"maybe\" is neither \"required\" nor \"public\""
-        )]
-    );
-}
-
-#[test]
-fn a_public_route_cannot_require_roles() {
-    let dir = Dir::new();
-    let text = with_route(
-        "path = \"/open\"\nupstream = \"app\"\nauth = \"public\"\nrequire = { roles = [\"admin\"] }\n",
-    );
-    assert_eq!(
-        dir.errors(&text),
-        vec![dir.issue(
-            20,
-            "route[1].require",
-            "a public route cannot require roles"
-        )]
-    );
 }
 
 #[test]
@@ -1168,6 +1084,135 @@ fn a_shadowed_route_is_a_warning_naming_both() {
     assert!(dir.ok(&text).warnings.is_empty());
 }
 
+const ROUTE_ERRORS: &[Refused] = &[
+    Refused {
+        name: "a_route_naming_a_missing_upstream_is_an_error_at_its_line",
+        text: |_| format!("{BASE}\n[[route]]\npath = \"/api\"\nupstream = \"ap\"\n"),
+        issues: &[(18, "route[1].upstream", "no upstream named \"ap\"")],
+    },
+    Refused {
+        name: "a_route_path_must_be_canonical: /a/../b",
+        text: |_| with_route("path = \"/a/../b\"\nupstream = \"app\"\n"),
+        issues: &[(
+            17,
+            "route[1].path",
+            "\"/a/../b\" is not in canonical form; write \"/b\"",
+        )],
+    },
+    Refused {
+        name: "a_route_path_must_be_canonical: /api//v1",
+        text: |_| with_route("path = \"/api//v1\"\nupstream = \"app\"\n"),
+        issues: &[(
+            17,
+            "route[1].path",
+            "\"/api//v1\" is not in canonical form; write \"/api/v1\"",
+        )],
+    },
+    Refused {
+        name: "a_route_path_must_be_canonical: /%61pi",
+        text: |_| with_route("path = \"/%61pi\"\nupstream = \"app\"\n"),
+        issues: &[(
+            17,
+            "route[1].path",
+            "\"/%61pi\" is not in canonical form; write \"/api\"",
+        )],
+    },
+    Refused {
+        name: "a_route_path_must_be_canonical: =/a/./b",
+        text: |_| with_route("path = \"=/a/./b\"\nupstream = \"app\"\n"),
+        issues: &[(
+            17,
+            "route[1].path",
+            "\"=/a/./b\" is not in canonical form; write \"=/a/b\"",
+        )],
+    },
+    Refused {
+        name: "a_route_path_must_be_canonical: above the root",
+        text: |_| with_route("path = \"/a/../../x\"\nupstream = \"app\"\n"),
+        issues: &[(
+            17,
+            "route[1].path",
+            "\"/a/../../x\" is not a valid route path: a .. segment above the root",
+        )],
+    },
+    Refused {
+        name: "a_route_path_has_no_query_or_parameters: /a;jsessionid=1",
+        text: |_| with_route("path = \"/a;jsessionid=1\"\nupstream = \"app\"\n"),
+        issues: &[(
+            17,
+            "route[1].path",
+            "\"/a;jsessionid=1\": a route path has no query, fragment or ;parameters",
+        )],
+    },
+    Refused {
+        name: "a_route_path_has_no_query_or_parameters: /a?x=1",
+        text: |_| with_route("path = \"/a?x=1\"\nupstream = \"app\"\n"),
+        issues: &[(
+            17,
+            "route[1].path",
+            "\"/a?x=1\": a route path has no query, fragment or ;parameters",
+        )],
+    },
+    Refused {
+        name: "a_route_path_has_no_query_or_parameters: =/a#top",
+        text: |_| with_route("path = \"=/a#top\"\nupstream = \"app\"\n"),
+        issues: &[(
+            17,
+            "route[1].path",
+            "\"=/a#top\": a route path has no query, fragment or ;parameters",
+        )],
+    },
+    Refused {
+        name: "methods_must_be_upper_case_http_methods: lower case",
+        text: |_| {
+            with_route(
+                "path = \"/api\"\nmethods = [\n    \"GET\",\n    \"post\",\n]\nupstream = \"app\"\n",
+            )
+        },
+        issues: &[(
+            20,
+            "route[1].methods[1]",
+            "\"post\" is not an HTTP method (upper case, like \"GET\")",
+        )],
+    },
+    Refused {
+        name: "methods_must_be_upper_case_http_methods: empty",
+        text: |_| with_route("path = \"/api\"\nmethods = [\"GET\", \"\"]\nupstream = \"app\"\n"),
+        issues: &[(
+            18,
+            "route[1].methods[1]",
+            "\"\" is not an HTTP method (upper case, like \"GET\")",
+        )],
+    },
+    Refused {
+        name: "auth_is_required_or_public",
+        text: |_| with_route("path = \"/api\"\nupstream = \"app\"\nauth = \"maybe\"\n"),
+        issues: &[(
+            19,
+            "route[1].auth",
+            "\"maybe\" is neither \"required\" nor \"public\"",
+        )],
+    },
+    Refused {
+        name: "a_public_route_cannot_require_roles",
+        text: |_| {
+            with_route(
+                "path = \"/open\"\nupstream = \"app\"\nauth = \"public\"\nrequire = { roles = [\"admin\"] }\n",
+            )
+        },
+        issues: &[(
+            20,
+            "route[1].require",
+            "a public route cannot require roles",
+        )],
+    },
+];
+
+#[test]
+fn route_errors_name_their_line_and_key() {
+    check_refused(ROUTE_ERRORS);
+}
+
 // ---------------------------------------------------------------------------------------
 // Upstreams
 
@@ -1188,120 +1233,51 @@ fn an_unused_upstream_is_a_warning() {
     );
 }
 
-#[test]
-fn two_upstreams_cannot_share_a_name() {
-    let dir = Dir::new();
-    let errors = dir.errors(&with_upstream(
-        "name = \"app\"\nurl = \"http://127.0.0.1:4000\"\n",
-    ));
-    assert_eq!(
-        errors,
-        vec![dir.issue(17, "upstream[1].name", "two upstreams are named \"app\"")]
-    );
-}
-
-#[test]
-fn an_upstream_url_has_no_path() {
-    let dir = Dir::new();
-    let errors = dir.errors(&with_upstream(
-        "name = \"api\"\nurl = \"http://127.0.0.1:4000/api\"\n",
-    ));
-    assert_eq!(
-        errors,
-        vec![dir.issue(
+const UPSTREAM_ERRORS: &[Refused] = &[
+    Refused {
+        name: "two_upstreams_cannot_share_a_name",
+        text: |_| with_upstream("name = \"app\"\nurl = \"http://127.0.0.1:4000\"\n"),
+        issues: &[(17, "upstream[1].name", "two upstreams are named \"app\"")],
+    },
+    Refused {
+        name: "an_upstream_url_has_no_path: a path",
+        text: |_| with_upstream("name = \"api\"\nurl = \"http://127.0.0.1:4000/api\"\n"),
+        issues: &[(
             18,
             "upstream[1].url",
-            "\"http://127.0.0.1:4000/api\": an upstream URL has no path; requests keep theirs"
-        )]
-    );
-    let errors = dir.errors(&with_upstream(
-        "name = \"api\"\nurl = \"ftp://127.0.0.1:21\"\n",
-    ));
-    assert_eq!(
-        errors,
-        vec![dir.issue(
+            "\"http://127.0.0.1:4000/api\": an upstream URL has no path; requests keep theirs",
+        )],
+    },
+    Refused {
+        name: "an_upstream_url_has_no_path: another scheme",
+        text: |_| with_upstream("name = \"api\"\nurl = \"ftp://127.0.0.1:21\"\n"),
+        issues: &[(
             18,
             "upstream[1].url",
-            "\"ftp://127.0.0.1:21\" is not http://host:port, https://host:port or builtin:echo"
-        )]
-    );
-}
+            "\"ftp://127.0.0.1:21\" is not http://host:port, https://host:port or builtin:echo",
+        )],
+    },
+    Refused {
+        name: "ca_is_only_for_https_upstreams: http",
+        text: |_| {
+            with_upstream("name = \"api\"\nurl = \"http://127.0.0.1:4000\"\nca = \"ca.pem\"\n")
+        },
+        issues: &[(19, "upstream[1].ca", "ca is for https upstreams")],
+    },
+    Refused {
+        name: "ca_is_only_for_https_upstreams: builtin:echo",
+        text: |_| with_upstream("name = \"api\"\nurl = \"builtin:echo\"\nca = \"ca.pem\"\n"),
+        issues: &[(19, "upstream[1].ca", "builtin:echo takes no ca")],
+    },
+];
 
 #[test]
-fn ca_is_only_for_https_upstreams() {
-    let dir = Dir::new();
-    let errors = dir.errors(&with_upstream(
-        "name = \"api\"\nurl = \"http://127.0.0.1:4000\"\nca = \"ca.pem\"\n",
-    ));
-    assert_eq!(
-        errors,
-        vec![dir.issue(19, "upstream[1].ca", "ca is for https upstreams")]
-    );
-    let errors = dir.errors(&with_upstream(
-        "name = \"api\"\nurl = \"builtin:echo\"\nca = \"ca.pem\"\n",
-    ));
-    assert_eq!(
-        errors,
-        vec![dir.issue(19, "upstream[1].ca", "builtin:echo takes no ca")]
-    );
+fn upstream_errors_name_their_line_and_key() {
+    check_refused(UPSTREAM_ERRORS);
 }
 
 // ---------------------------------------------------------------------------------------
 // Several problems at once
-
-#[test]
-fn independent_mistakes_are_reported_together_in_file_order() {
-    let dir = Dir::new();
-    let text = r#"[server]
-listen = "127.0.0.1:8443"
-header_read_timeout = "ten seconds"
-
-[tokens]
-algorithm = "RS256"
-signing_key = "jwt.pem"
-
-[[upstream]]
-name = "app"
-url = "http://127.0.0.1:3000"
-
-[[route]]
-path = "/"
-upstream = "ap"
-"#;
-    assert_eq!(
-        dir.errors(text),
-        vec![
-            dir.issue(
-                3,
-                "server.header_read_timeout",
-                "\"ten seconds\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")"
-            ),
-            dir.issue(
-                7,
-                "tokens.signing_key",
-                "RS256 needs an RSA key, but this is an EC P-256 private key"
-            ),
-            dir.issue(15, "route[0].upstream", "no upstream named \"ap\""),
-        ]
-    );
-}
-
-#[test]
-fn issues_within_one_route_are_in_file_order() {
-    let dir = Dir::new();
-    let text = with_route("upstream = \"ap\"\npath = \"/a/../b\"\n");
-    assert_eq!(
-        dir.errors(&text),
-        vec![
-            dir.issue(17, "route[1].upstream", "no upstream named \"ap\""),
-            dir.issue(
-                18,
-                "route[1].path",
-                "\"/a/../b\" is not in canonical form; write \"/b\""
-            ),
-        ]
-    );
-}
 
 #[test]
 fn an_unknown_key_does_not_hide_the_other_problems() {
@@ -1335,6 +1311,83 @@ upstream = "ap"
         ],
         "{errors:?}"
     );
+}
+
+const SEVERAL_ERRORS: &[Refused] = &[
+    Refused {
+        name: "independent_mistakes_are_reported_together_in_file_order",
+        text: |_| {
+            r#"[server]
+listen = "127.0.0.1:8443"
+header_read_timeout = "ten seconds"
+
+[tokens]
+algorithm = "RS256"
+signing_key = "jwt.pem"
+
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:3000"
+
+[[route]]
+path = "/"
+upstream = "ap"
+"#
+            .to_owned()
+        },
+        issues: &[
+            (
+                3,
+                "server.header_read_timeout",
+                "\"ten seconds\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")",
+            ),
+            (
+                7,
+                "tokens.signing_key",
+                "RS256 needs an RSA key, but this is an EC P-256 private key",
+            ),
+            (15, "route[0].upstream", "no upstream named \"ap\""),
+        ],
+    },
+    Refused {
+        name: "issues_within_one_route_are_in_file_order",
+        text: |_| with_route("upstream = \"ap\"\npath = \"/a/../b\"\n"),
+        issues: &[
+            (17, "route[1].upstream", "no upstream named \"ap\""),
+            (
+                18,
+                "route[1].path",
+                "\"/a/../b\" is not in canonical form; write \"/b\"",
+            ),
+        ],
+    },
+    Refused {
+        // [dev] generate_missing off: every missing file is its own error.
+        name: "without_generate_missing_a_missing_file_is_an_error",
+        text: |_| DEV.replace("generate_missing = true", "generate_missing = false"),
+        issues: &[
+            (
+                3,
+                "server.tls.cert",
+                "cannot read {dir}/certs/server.crt: No such file or directory (os error 2)",
+            ),
+            (
+                3,
+                "server.tls.key",
+                "cannot read {dir}/certs/server.key: No such file or directory (os error 2)",
+            ),
+            (
+                7,
+                "tokens.signing_key",
+                "cannot read {dir}/certs/jwt-signing.pem: No such file or directory (os error 2)",
+            ),
+        ],
+    },
+];
+
+#[test]
+fn several_errors_are_reported_together_in_file_order() {
+    check_refused(SEVERAL_ERRORS);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1424,41 +1477,6 @@ fn generate_missing_writes_private_files_that_are_used_next_time() {
     assert!(second.generated.is_empty(), "existing files are kept");
     assert_eq!(second.tokens.keys[0].kid, first.tokens.keys[0].kid);
     assert_eq!(std::fs::read(&files[2]).expect("read"), written);
-}
-
-#[test]
-fn without_generate_missing_a_missing_file_is_an_error() {
-    let dir = Dir::new();
-    let text = DEV.replace("generate_missing = true", "generate_missing = false");
-    assert_eq!(
-        dir.errors(&text),
-        vec![
-            dir.issue(
-                3,
-                "server.tls.cert",
-                &format!(
-                    "cannot read {}: No such file or directory (os error 2)",
-                    dir.path("certs/server.crt").display()
-                )
-            ),
-            dir.issue(
-                3,
-                "server.tls.key",
-                &format!(
-                    "cannot read {}: No such file or directory (os error 2)",
-                    dir.path("certs/server.key").display()
-                )
-            ),
-            dir.issue(
-                7,
-                "tokens.signing_key",
-                &format!(
-                    "cannot read {}: No such file or directory (os error 2)",
-                    dir.path("certs/jwt-signing.pem").display()
-                )
-            ),
-        ]
-    );
 }
 
 #[test]

@@ -17,14 +17,33 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+pub mod metrics;
+pub mod process;
+
+/// The error description of a revoked token.
+pub const REVOKED: &str = "the token has been revoked";
+
+/// The two tokens of a login or a refresh.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+}
 
 pub const NOW_SKEW: i64 = 0;
 
 pub fn now() -> i64 {
     authgate::auth::now_secs() + NOW_SKEW
+}
+
+/// A port that was free a moment ago: bound on 127.0.0.1:0, read, released.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
 }
 
 /// A test PKI: a CA and a server certificate for localhost / 127.0.0.1, plus a client
@@ -527,12 +546,79 @@ pub async fn raw_request(addr: SocketAddr, ca_pem: &str, raw: &[u8]) -> (u16, St
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
+    (raw_status(&text), text)
+}
+
+/// The status code of a raw response text (0 when there is none).
+pub fn raw_status(text: &str) -> u16 {
+    text.split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+        .unwrap_or(0)
+}
+
+/// The JSON body of a raw response text.
+pub fn raw_json(text: &str) -> serde_json::Value {
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("JSON body: {e}\n{text}"))
+}
+
+/// Reads one HTTP/1.1 message (head, and a body framed by `Content-Length` or chunked)
+/// from `stream`; `None` on EOF or error before a whole message. Bounded by the caller.
+pub async fn read_message<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(pos) = find(&buf, b"\r\n\r\n") {
+            break pos + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let content_length = head.lines().find_map(|line| {
+        line.strip_prefix("content-length:")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    });
+    let chunked = head
+        .lines()
+        .any(|line| line.starts_with("transfer-encoding:") && line.contains("chunked"));
+    loop {
+        let body = &buf[head_end..];
+        let complete = if chunked {
+            find(body, b"0\r\n\r\n").is_some()
+        } else {
+            body.len() >= content_length.unwrap_or(0)
+        };
+        if complete {
+            return Some(buf);
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A gateway answer read whole as JSON (panics on a body that is not JSON): its status,
+/// its content type and the body.
+pub async fn json_of(resp: reqwest::Response) -> (u16, String, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    let body = resp.json().await.expect("a JSON body");
+    (status, content_type, body)
 }
 
 /// A GET of `target` (sent byte for byte) with optional extra header lines.
@@ -645,10 +731,7 @@ impl RedisServer {
 
     fn try_start() -> Option<RedisServer> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
