@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::passwords::{MAX_PASSWORD_BYTES, PasswordError, Passwords};
 use crate::revocation::Revocations;
 use crate::store::{RefreshToken, Rotation, Store, StoreError, User};
+use crate::untrusted::Untrusted;
 
 pub(crate) use limits::LoginLimits;
 
@@ -300,7 +301,7 @@ impl Accounts {
                 tracing::warn!(
                     target: "authgate::audit",
                     event = "refresh_reuse_detected",
-                    user = %user,
+                    user = %Untrusted(&user),
                     family = %family,
                     ip = %ip,
                     "a spent refresh token was presented again: its family is revoked"
@@ -510,7 +511,7 @@ async fn wait_past(before: Option<i64>) -> i64 {
 
 /// One audit event: who, what, from where. Never a password or a token.
 fn audit(event: &'static str, user: &str, ip: IpAddr) {
-    tracing::info!(target: "authgate::audit", event, user = %user, ip = %ip);
+    tracing::info!(target: "authgate::audit", event, user = %Untrusted(user), ip = %ip);
 }
 
 #[cfg(test)]

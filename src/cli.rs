@@ -122,8 +122,12 @@ pub enum LogFormat {
 
 /// Logs go to standard error, filtered by `RUST_LOG` (default `info`): one JSON object per
 /// line for log collectors, or text for a terminal.
+/// Longest field value a text log line writes (client text is already cut far shorter).
+const LOGGED_FIELD_CHARS: usize = 4096;
+
 pub fn init_logging(format: Option<LogFormat>) {
     use std::io::IsTerminal as _;
+    use tracing_subscriber::field::MakeExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let terminal = std::io::stderr().is_terminal();
@@ -141,7 +145,21 @@ pub fn init_logging(format: Option<LogFormat>) {
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),
-        LogFormat::Text => builder.with_ansi(terminal).try_init(),
+        // The text format writes field values as they are: escape them, so no value can
+        // start a line of its own or send a terminal an escape sequence.
+        LogFormat::Text => builder
+            .with_ansi(terminal)
+            .fmt_fields(
+                tracing_subscriber::fmt::format::debug_fn(|out, field, value| {
+                    let text = format!("{value:?}");
+                    if field.name() != "message" {
+                        write!(out, "{field}=")?;
+                    }
+                    crate::untrusted::write_escaped(out, &text, LOGGED_FIELD_CHARS)
+                })
+                .delimited(" "),
+            )
+            .try_init(),
     };
 }
 

@@ -40,6 +40,7 @@ use crate::proxy::{Forward, Proxy};
 use crate::request_id::RequestIds;
 use crate::routes::{self, Auth};
 use crate::shared::Shared;
+use crate::untrusted::Untrusted;
 
 /// Where the public verification keys are published (RFC 8414's well-known JWKS path).
 const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -134,11 +135,11 @@ impl Gateway {
         tracing::info!(
             target: "authgate::access",
             request_id = request_id.to_str().unwrap_or("-"),
-            method = %method,
-            path = log.path.as_deref().unwrap_or("-"),
+            method = %Untrusted(method.as_str()),
+            path = %Untrusted(log.path.as_deref().unwrap_or("-")),
             route = label.as_str(),
             status,
-            user = log.user.as_deref().unwrap_or("-"),
+            user = %Untrusted(log.user.as_deref().unwrap_or("-")),
             upstream = log.upstream.unwrap_or("-"),
             latency_us = elapsed.as_micros() as u64,
         );
@@ -158,8 +159,8 @@ impl Gateway {
             Ok(Cow::Owned(path)) => Some(path),
             Err(refused) => {
                 if log.enabled {
-                    // The refused spelling itself, bounded, so the log shows what it was.
-                    log.path = Some(req.uri().path().chars().take(256).collect());
+                    // The refused spelling itself, so the log shows what it was.
+                    log.path = Some(req.uri().path().to_owned());
                 }
                 return Err(refused.into());
             }

@@ -33,6 +33,7 @@
 //! | `request_body` | a request body held to the route's limits as it streams |
 //! | `body` | the response body type |
 //! | `echo` | the `builtin:echo` upstream |
+//! | `untrusted` | client text made safe for a log line: escaped, bounded |
 //! | `headers` | header names the gateway manages and their folded spelling |
 //! | `admin` | `/healthz`, `/readyz`, `/metrics` on the admin listener |
 //! | `metrics` | the Prometheus counters and histograms |
@@ -74,6 +75,7 @@ mod shared;
 mod state;
 pub mod store;
 pub mod tls;
+mod untrusted;
 mod watched;
 
 pub use server::{Listeners, run, serve};

@@ -626,3 +626,52 @@ async fn no_secret_reaches_a_log_line_at_debug_and_trace() {
         "{cli_output}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_text_cannot_forge_or_bloat_a_log_line() {
+    for format in ["text", "json"] {
+        let site = accounts_site().log_format(format);
+        let gate = site.start("info").await;
+        let http = site.client();
+        // A name that would start a forged audit line, colour the terminal, and run on.
+        let name = format!(
+            "eve\nFORGED INFO authgate::audit: event=\"login_ok\" user=admin\x1b[31m{}",
+            "x".repeat(15_000)
+        );
+        let response = http
+            .post(site.url("/auth/login"))
+            .json(&json!({ "username": name, "password": "wrong-password" }))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{format}");
+        let long_path = format!("/{}", "p".repeat(8_000));
+        let response = http.get(site.url(&long_path)).send().await.expect("get");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{format}");
+        gate.stop().await;
+
+        let log = std::fs::read(site.log_path()).expect("log");
+        assert!(
+            !log.contains(&0x1b),
+            "{format}: a raw ESC byte reached the log"
+        );
+        let log = String::from_utf8_lossy(&log);
+        for line in log.lines() {
+            assert!(
+                !line.starts_with("FORGED"),
+                "{format}: a client started a log line: {line}"
+            );
+            assert!(
+                line.len() < 2_000,
+                "{format}: a {}-byte line: {}…",
+                line.len(),
+                &line[..200]
+            );
+        }
+        assert!(
+            log.contains(r"eve\nFORGED") || log.contains(r"eve\\nFORGED"),
+            "{format}: the failed login is logged, escaped:\n{log}"
+        );
+        assert!(log.contains("login_failed"), "{format}:\n{log}");
+    }
+}

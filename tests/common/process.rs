@@ -43,6 +43,7 @@ pub struct Site {
     drain_timeout: String,
     store: bool,
     tokens_lines: String,
+    log_format: Option<&'static str>,
 }
 
 impl Site {
@@ -63,6 +64,7 @@ impl Site {
             drain_timeout: "5s".to_owned(),
             store: false,
             tokens_lines: String::new(),
+            log_format: None,
         }
     }
 
@@ -93,6 +95,12 @@ impl Site {
     /// Lines added to `[tokens]` (each ending in a line break).
     pub fn tokens_lines(mut self, lines: &str) -> Site {
         lines.clone_into(&mut self.tokens_lines);
+        self
+    }
+
+    /// `--log-format` (`"text"` or `"json"`); without it, JSON, as stderr is no terminal.
+    pub fn log_format(mut self, format: &'static str) -> Site {
+        self.log_format = Some(format);
         self
     }
 
@@ -207,7 +215,11 @@ secret = {{ file = "jwt.secret" }}
             .append(true)
             .open(self.log_path())
             .expect("open log");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(format) = self.log_format {
+            command.arg("--log-format").arg(format);
+        }
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(self.config_path())
