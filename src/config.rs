@@ -338,37 +338,58 @@ impl Ctx<'_> {
         self.warnings.push(issue);
     }
 
-    /// Deserializes the file. Unknown keys become errors but do not stop validation; any
-    /// other deserialization error does (the structure is not there to validate).
+    /// Deserializes the file. Unknown keys become errors but do not stop validation. A value
+    /// of the wrong type is an error too, and its line is blanked (offsets kept, so every
+    /// other span still points into the file) and the file read again, so one wrong value
+    /// does not hide the problems after it; only a missing required key stops validation.
     fn parse(&mut self) -> Result<RawConfig, ConfigErrors> {
-        let deserializer = toml::Deserializer::parse(self.text).map_err(|e| {
-            ConfigErrors(vec![self.issue(
-                e.span(),
-                "(syntax)",
-                e.message().to_owned(),
-            )])
-        })?;
-        let mut unknown = Vec::new();
-        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(raw::ignored_path(&path));
-        let parsed = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
-            deserializer,
-            &mut on_unknown,
-        ));
-        for path in unknown {
-            let issue = self.issue(
-                raw::key_span(self.text, &path),
-                &raw::display_path(&path),
-                raw::unknown_key_message(&path),
-            );
+        /// Bounds the passes, one per wrong value.
+        const MAX_PASSES: usize = 64;
+        let mut text = self.text.to_owned();
+        let mut unknown_seen = HashSet::new();
+        for _ in 0..MAX_PASSES {
+            let deserializer = toml::Deserializer::parse(&text).map_err(|e| {
+                ConfigErrors(vec![self.issue(
+                    e.span(),
+                    "(syntax)",
+                    e.message().to_owned(),
+                )])
+            })?;
+            let mut unknown = Vec::new();
+            let mut on_unknown =
+                |path: serde_ignored::Path<'_>| unknown.push(raw::ignored_path(&path));
+            let parsed = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+                deserializer,
+                &mut on_unknown,
+            ));
+            // Each pass reads up to its first wrong value: an unknown key may show up late.
+            for path in unknown {
+                let key = raw::display_path(&path);
+                if unknown_seen.insert(key.clone()) {
+                    let issue = self.issue(
+                        raw::key_span(self.text, &path),
+                        &key,
+                        raw::unknown_key_message(&path),
+                    );
+                    self.errors.push(issue);
+                }
+            }
+            let error = match parsed {
+                Ok(raw) => return Ok(raw),
+                Err(error) => error,
+            };
+            let key = raw::display_path(&raw::error_path(error.path()));
+            let inner = error.into_inner();
+            let span = inner.span();
+            // A missing key has nothing to blank: the structure itself is short of it.
+            let structural = inner.message().starts_with("missing field");
+            let issue = self.issue(span.clone(), &key, inner.message().to_owned());
             self.errors.push(issue);
+            if structural || !span.is_some_and(|span| blank_lines(&mut text, span)) {
+                break;
+            }
         }
-        parsed.map_err(|e| {
-            let key = raw::display_path(&raw::error_path(e.path()));
-            let inner = e.into_inner();
-            let issue = self.issue(inner.span(), &key, inner.message().to_owned());
-            self.errors.push(issue);
-            ConfigErrors(sorted(std::mem::take(&mut self.errors)))
-        })
+        Err(ConfigErrors(sorted(std::mem::take(&mut self.errors))))
     }
 
     fn duration(
@@ -566,6 +587,13 @@ impl Ctx<'_> {
             .as_ref()
             .map_or(DEFAULT_MAX_BODY_BYTES, |s| s.max_body_bytes);
         let routes = self.routes(&raw.route, &raw.upstream, default_body);
+        self.warn_clear_text(
+            &raw,
+            server.as_ref(),
+            store.is_some(),
+            identity.as_ref(),
+            &upstreams,
+        );
         if let (Some(server), Some(admin)) = (&server, &admin)
             && server.listen == admin.listen
             && server.listen.port() != 0
@@ -589,6 +617,53 @@ impl Ctx<'_> {
             warnings: std::mem::take(&mut self.warnings),
             generated: std::mem::take(&mut self.generated),
         })
+    }
+
+    /// Warns where a credential would cross a network unencrypted: passwords and tokens to
+    /// a listener without TLS, or the client's token to a plain-HTTP upstream. Loopback
+    /// addresses cross no network (a sidecar, or TLS ended by a proxy on the same host).
+    fn warn_clear_text(
+        &mut self,
+        raw: &RawConfig,
+        server: Option<&Server>,
+        accounts: bool,
+        identity: Option<&Identity>,
+        upstreams: &[Upstream],
+    ) {
+        if let Some(server) = server
+            && server.tls.is_none()
+            && !server.listen.ip().is_loopback()
+        {
+            let what = if accounts {
+                "passwords and tokens"
+            } else {
+                "tokens"
+            };
+            self.warn(
+                &raw.server.listen,
+                "server.listen",
+                format!(
+                    "no tls on a listener that is not loopback: {what} cross the network in clear text; \
+                     set server.tls, or end TLS in a proxy in front (and list it in trusted_proxies)"
+                ),
+            );
+        }
+        if identity.is_some_and(|i| i.forward_authorization) {
+            for (i, up) in upstreams.iter().enumerate() {
+                if let UpstreamTarget::Http {
+                    scheme, authority, ..
+                } = &up.target
+                    && *scheme == uri::Scheme::HTTP
+                    && !is_loopback_host(authority.host())
+                {
+                    self.warn(
+                        &raw.upstream[i].url,
+                        &format!("upstream[{i}].url"),
+                        "identity.forward_authorization sends the client's token to this upstream in clear text; use https",
+                    );
+                }
+            }
+        }
     }
 
     fn server(&mut self, raw: &raw::RawServer) -> Option<Server> {
@@ -1171,6 +1246,14 @@ impl Ctx<'_> {
             self.error(&up.url, &url_key, bad);
             return None;
         };
+        if !crate::head::port_fits(authority.as_str()) {
+            self.error(
+                &up.url,
+                &url_key,
+                format!("\"{url}\": the port is not a number from 0 to 65535"),
+            );
+            return None;
+        }
         if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
             self.error(
                 &up.url,
@@ -1425,3 +1508,38 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// `localhost` or a loopback address, as an upstream URL names its host.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Replaces the lines that `span` touches with spaces (line breaks kept). False when there
+/// was nothing left to blank there.
+fn blank_lines(text: &mut String, span: std::ops::Range<usize>) -> bool {
+    let start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |at| at + 1);
+    let end = text[span.end.min(text.len())..]
+        .find('\n')
+        .map_or(text.len(), |at| span.end + at);
+    let lines = &text[start..end];
+    // Blanking a table header would move its keys into the table before it.
+    if lines.bytes().all(|b| b.is_ascii_whitespace())
+        || lines.lines().any(|line| line.trim_start().starts_with('['))
+    {
+        return false;
+    }
+    // Byte for byte, so the offsets after it do not move.
+    let blanked: String = text[start..end]
+        .bytes()
+        .map(|b| if b == b'\n' { '\n' } else { ' ' })
+        .collect();
+    text.replace_range(start..end, &blanked);
+    true
+}

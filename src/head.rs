@@ -78,7 +78,7 @@ fn is_valid_authority(authority: &Authority) -> bool {
 }
 
 /// `http` parses the digits of any length and forgets a port that does not fit in 16 bits.
-fn port_fits(authority: &str) -> bool {
+pub(crate) fn port_fits(authority: &str) -> bool {
     let after_host = authority.rfind(']').map_or(0, |at| at + 1);
     match authority[after_host..].rfind(':') {
         Some(at) => authority[after_host + at + 1..].parse::<u16>().is_ok(),

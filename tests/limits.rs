@@ -513,6 +513,8 @@ async fn a_connection_over_max_connections_takes_the_slot_of_an_idle_one() {
             .expect("in time")
             .expect("a response");
         assert_eq!(raw_status(&String::from_utf8_lossy(&response)), 200);
+        // Apart in time (the registry keeps milliseconds), so the first is idle longest.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
         value(&scrape(admin).await, "authgate_open_connections"),

@@ -306,7 +306,9 @@ auth = "required"
 require = { roles = ["admin", "ops"] }
 "#;
     let config = dir.ok(text);
-    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    // Plain HTTP on every interface: the one warning (see `clear_text_credentials_are_warned`).
+    let warned: Vec<&str> = config.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(warned, ["server.listen"], "{:?}", config.warnings);
     let server = &config.server;
     assert_eq!(server.listen, "0.0.0.0:8443".parse().expect("addr"));
     assert_eq!(
@@ -1258,6 +1260,15 @@ const UPSTREAM_ERRORS: &[Refused] = &[
         )],
     },
     Refused {
+        name: "an_upstream_port_fits_in_16_bits",
+        text: |_| with_upstream("name = \"api\"\nurl = \"http://127.0.0.1:99999\"\n"),
+        issues: &[(
+            18,
+            "upstream[1].url",
+            "\"http://127.0.0.1:99999\": the port is not a number from 0 to 65535",
+        )],
+    },
+    Refused {
         name: "ca_is_only_for_https_upstreams: http",
         text: |_| {
             with_upstream("name = \"api\"\nurl = \"http://127.0.0.1:4000\"\nca = \"ca.pem\"\n")
@@ -1274,6 +1285,53 @@ const UPSTREAM_ERRORS: &[Refused] = &[
 #[test]
 fn upstream_errors_name_their_line_and_key() {
     check_refused(UPSTREAM_ERRORS);
+}
+
+#[test]
+fn clear_text_credentials_are_warned() {
+    let dir = Dir::new();
+    let warnings = |text: &str| -> Vec<(Option<usize>, String, String)> {
+        dir.ok(text)
+            .warnings
+            .into_iter()
+            .map(|w| (w.line, w.key, w.message))
+            .collect()
+    };
+    // Loopback only: nothing crosses a network.
+    assert_eq!(warnings(BASE), vec![]);
+    let store = "\n[store]\nurl = \"sqlite://data/a.db\"\n";
+    assert_eq!(warnings(&format!("{BASE}{store}")), vec![]);
+    // Every interface, no TLS, password logins on.
+    let open = BASE.replace("127.0.0.1:8443", "0.0.0.0:8443");
+    let found = warnings(&format!("{open}{store}"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].0, found[0].1.as_str()),
+        (Some(2), "server.listen")
+    );
+    assert!(
+        found[0]
+            .2
+            .contains("passwords and tokens cross the network in clear text")
+    );
+    // Without accounts, bearer tokens still do.
+    let found = warnings(&open);
+    assert!(found[0].2.contains(": tokens cross"), "{found:?}");
+    // The client's token forwarded to a plain-HTTP upstream elsewhere.
+    let forwarding = "\n[identity]\nforward_authorization = true\n";
+    assert_eq!(
+        warnings(&format!("{BASE}{forwarding}")),
+        vec![],
+        "a loopback upstream"
+    );
+    let remote = BASE.replace("http://127.0.0.1:3000", "http://10.1.2.3:3000");
+    let found = warnings(&format!("{remote}{forwarding}"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].0, found[0].1.as_str()),
+        (Some(10), "upstream[0].url")
+    );
+    assert!(found[0].2.contains("in clear text"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1308,6 +1366,42 @@ upstream = "ap"
             (Some(3), "server.listn"),
             (Some(7), "tokens.signing_key"),
             (Some(15), "route[0].upstream"),
+        ],
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_does_not_hide_the_other_problems() {
+    let dir = Dir::new();
+    let text = r#"[server]
+listen = "127.0.0.1:8443"
+header_read_timeout = 5
+max_headers = "many"
+
+[tokens]
+algorithm = "ES256"
+signing_key = "jwt.pem"
+leewy = "5s"
+
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:99999"
+
+[[route]]
+path = "/"
+upstream = "ap"
+"#;
+    let errors = dir.errors(text);
+    let summary: Vec<_> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (Some(3), "server.header_read_timeout"),
+            (Some(4), "server.max_headers"),
+            (Some(9), "tokens.leewy"),
+            (Some(13), "upstream[0].url"),
+            (Some(17), "route[0].upstream"),
         ],
         "{errors:?}"
     );
