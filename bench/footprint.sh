@@ -2,7 +2,8 @@
 # Memory and start-up of the release binary:
 #   - time from exec to /readyz answering 200 (best and median of RUNS starts);
 #   - resident memory idle, and with CONNS idle keep-alive connections open (each has
-#     made one request), held by bench/hold.py; everything on 127.0.0.1, bounded in time.
+#     made one request), held by bench/hold.py, then after 30 failed logins;
+#     everything on 127.0.0.1, bounded in time.
 #
 #   bench/footprint.sh                  # CONNS=10000 RUNS=10
 set -euo pipefail
@@ -36,6 +37,11 @@ signing_key = "$HARNESS/keys/es256.key.pem"
 
 [store]
 url = "sqlite://data/authgate.db"
+
+[accounts]
+# The logins phase fails 30 logins from one address: no limit in the way.
+login_rate_per_ip = "1000/m"
+login_rate_per_user = "1000/m"
 
 [[upstream]]
 name = "echo"
@@ -86,8 +92,16 @@ held_rss=$(kib "$pid" VmRSS)
 held_hwm=$(kib "$pid" VmHWM)
 wait "$holder" || true
 
+# Logins: 30 failed ones, 4 at a time; argon2id takes 19 MiB per hash.
+seq 1 30 | xargs -P 4 -I{} curl -s -o /dev/null -H 'content-type: application/json' \
+    -d '{"username":"nobody-{}","password":"wrong-password"}' "http://127.0.0.1:$PORT/auth/login"
+sleep 1
+login_rss=$(kib "$pid" VmRSS)
+login_hwm=$(kib "$pid" VmHWM)
+
 per_conn=$(( (held_rss - idle_rss) * 1024 / CONNS ))
 echo "start to ready: best ${best} ms, median ${median} ms over $RUNS starts"
 echo "RSS idle: $((idle_rss / 1024)) MiB ($idle_rss KiB)"
 echo "RSS with $CONNS idle keep-alive connections (open per metrics: $open): $((held_rss / 1024)) MiB, peak $((held_hwm / 1024)) MiB, ~$per_conn bytes per connection"
+echo "RSS after 30 failed logins: $((login_rss / 1024)) MiB, peak so far $((login_hwm / 1024)) MiB"
 echo "results: $OUT"

@@ -16,8 +16,10 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, Version};
+use std::cell::RefCell;
+
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
 
 /// OWASP Password Storage Cheat Sheet, argon2id: m = 19 MiB, t = 2, p = 1.
@@ -81,16 +83,72 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Hashes on the calling thread: for the CLI and for start-up, never the runtime.
-pub(crate) fn hash_blocking(password: &str) -> Result<String, PasswordError> {
-    argon2()
-        .hash_password(password.as_bytes())
-        .map(|hash| hash.to_string())
-        .map_err(|_| PasswordError::Hashing)
+thread_local! {
+    /// The memory of this thread's hashes, made once and kept. argon2 would allocate
+    /// 19 MiB per hash and free it; glibc then raises its mmap threshold and keeps such
+    /// blocks in each thread's arena, and the process grew to ~220 MiB after a dozen
+    /// logins. Reused here, the hashing threads hold 19 MiB each and no more.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
+/// argon2 of `password` with `salt` into `out`, in this thread's kept memory.
+fn hash_into(argon2: &Argon2<'_>, password: &[u8], salt: &[u8], out: &mut [u8]) -> bool {
+    BLOCKS.with(|blocks| {
+        let mut blocks = blocks.borrow_mut();
+        let count = argon2.params().block_count();
+        if blocks.len() != count {
+            // Only a stored hash with other parameters changes the size (and the OWASP
+            // ones are the only ones this gateway writes).
+            *blocks = vec![Block::new(); count];
+        }
+        argon2
+            .hash_password_into_with_memory(password, salt, out, blocks.as_mut_slice())
+            .is_ok()
+    })
+}
+
+/// Hashes on the calling thread: for the CLI and for start-up, never the runtime.
+pub(crate) fn hash_blocking(password: &str) -> Result<String, PasswordError> {
+    let argon2 = argon2();
+    let mut salt = [0u8; argon2::RECOMMENDED_SALT_LEN];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| PasswordError::Hashing)?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    if !hash_into(&argon2, password.as_bytes(), &salt, &mut out) {
+        return Err(PasswordError::Hashing);
+    }
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params()).map_err(|_| PasswordError::Hashing)?,
+        salt: Some(Salt::new(&salt).map_err(|_| PasswordError::Hashing)?),
+        hash: Some(Output::new(&out).map_err(|_| PasswordError::Hashing)?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` hashes to the PHC string `hash` (any argon2 variant and parameters
+/// it names); false for anything that is not one.
 fn verify_blocking(password: &str, hash: &str) -> bool {
-    argon2().verify_password(password.as_bytes(), hash).is_ok()
+    let Ok(phc) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params), Some(salt), Some(expected)) = (
+        Algorithm::try_from(phc.algorithm.as_str()),
+        Params::try_from(&phc),
+        phc.salt.as_ref(),
+        phc.hash.as_ref(),
+    ) else {
+        return false;
+    };
+    let version = match phc.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let argon2 = Argon2::new(algorithm, version, params);
+    let mut out = vec![0u8; expected.len()];
+    hash_into(&argon2, password.as_bytes(), salt.as_ref(), &mut out)
+        // Compared in constant time.
+        && Output::new(&out).is_ok_and(|got| got == *expected)
 }
 
 impl Passwords {
@@ -110,10 +168,17 @@ impl Passwords {
                 .spawn(move || worker(receiver))
                 .map_err(|_| PasswordError::Hashing)?;
         }
+        // On a hashing thread, whose memory for it is kept for the hashes to come.
+        let (done, dummy) = std::sync::mpsc::channel();
+        jobs.send(Box::new(move || {
+            let _ = done.send(hash_blocking(&dummy_password));
+        }))
+        .map_err(|_| PasswordError::Hashing)?;
+        let dummy = dummy.recv().map_err(|_| PasswordError::Hashing)??;
         Ok(Passwords {
             permits: Arc::new(Semaphore::new(threads)),
             jobs,
-            dummy: hash_blocking(&dummy_password)?.into(),
+            dummy: dummy.into(),
         })
     }
 
