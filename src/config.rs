@@ -73,7 +73,11 @@ pub const DEFAULT_LOGIN_RATE_PER_USER: Rate = Rate {
 pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 /// A week: long enough to stay logged in, short enough that a leaked token dies.
 pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(7 * 86_400);
-/// Clock skew tolerated on `exp` and `nbf`; below the 60 s used by the benchmark's
+/// `tokens.max_lifetime`, unless set, is this many times the longer of the two TTLs: room
+/// for tokens issued before a TTL was halved, and still a bound on what a signed token
+/// may claim (14 days with the default TTLs).
+pub const DEFAULT_MAX_LIFETIME_TTL_FACTOR: u32 = 2;
+/// Clock skew tolerated on `exp`, `nbf` and `iat`; below the 60 s used by the benchmark's
 /// "expired" check (`exp` = now − 60).
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 pub const DEFAULT_ISSUER: &str = "authgate";
@@ -143,6 +147,8 @@ pub struct Tokens {
     pub leeway: Duration,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Longest `exp - iat` (or `exp - now`) a token may claim; at least both TTLs.
+    pub max_lifetime: Duration,
     /// Verified access tokens kept (0: none).
     pub verified_cache: usize,
 }
@@ -852,12 +858,34 @@ impl Ctx<'_> {
             v.as_ref()
                 .map_or_else(|| default.to_owned(), |s| s.get_ref().clone())
         };
+        let access_ttl = self.duration(&raw.access_ttl, "tokens.access_ttl", DEFAULT_ACCESS_TTL);
+        let refresh_ttl =
+            self.duration(&raw.refresh_ttl, "tokens.refresh_ttl", DEFAULT_REFRESH_TTL);
+        let longest_ttl = access_ttl.max(refresh_ttl);
+        let max_lifetime = self.duration(
+            &raw.max_lifetime,
+            "tokens.max_lifetime",
+            longest_ttl.saturating_mul(DEFAULT_MAX_LIFETIME_TTL_FACTOR),
+        );
+        if let Some(at) = &raw.max_lifetime
+            && max_lifetime < longest_ttl
+        {
+            self.error(
+                at,
+                "tokens.max_lifetime",
+                format!(
+                    "\"{}\" is shorter than access_ttl or refresh_ttl: the gateway would refuse its own tokens",
+                    at.get_ref()
+                ),
+            );
+        }
         let tokens = Tokens {
             issuer: text(&raw.issuer, DEFAULT_ISSUER),
             audience: text(&raw.audience, DEFAULT_AUDIENCE),
             leeway: self.duration(&raw.leeway, "tokens.leeway", DEFAULT_LEEWAY),
-            access_ttl: self.duration(&raw.access_ttl, "tokens.access_ttl", DEFAULT_ACCESS_TTL),
-            refresh_ttl: self.duration(&raw.refresh_ttl, "tokens.refresh_ttl", DEFAULT_REFRESH_TTL),
+            access_ttl,
+            refresh_ttl,
+            max_lifetime,
             verified_cache: self.count(
                 &raw.verified_cache,
                 "tokens.verified_cache",

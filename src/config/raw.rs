@@ -69,6 +69,7 @@ pub(super) struct RawTokens {
     pub(super) access_ttl: Option<Spanned<String>>,
     pub(super) refresh_ttl: Option<Spanned<String>>,
     pub(super) leeway: Option<Spanned<String>>,
+    pub(super) max_lifetime: Option<Spanned<String>>,
     pub(super) verified_cache: Option<Spanned<i64>>,
 }
 
@@ -353,6 +354,7 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "access_ttl",
             "refresh_ttl",
             "leeway",
+            "max_lifetime",
             "verified_cache",
         ],
         ["identity"] => &["user_header", "claim_headers", "forward_authorization"],

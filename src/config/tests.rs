@@ -713,6 +713,63 @@ fn a_bad_duration_is_an_error_at_its_line() {
     );
 }
 
+#[test]
+fn max_lifetime_defaults_to_twice_the_longer_ttl() {
+    let dir = Dir::new();
+    assert_eq!(
+        dir.ok(BASE).tokens.max_lifetime,
+        DEFAULT_REFRESH_TTL * DEFAULT_MAX_LIFETIME_TTL_FACTOR
+    );
+    let text = base_with(
+        "signing_key = \"jwt.pem\"\n",
+        "signing_key = \"jwt.pem\"\naccess_ttl = \"2h\"\nrefresh_ttl = \"30m\"\n",
+    );
+    assert_eq!(
+        dir.ok(&text).tokens.max_lifetime,
+        Duration::from_secs(4 * 3600)
+    );
+    let text = base_with(
+        "signing_key = \"jwt.pem\"\n",
+        "signing_key = \"jwt.pem\"\nmax_lifetime = \"7d\"\n",
+    );
+    assert_eq!(
+        dir.ok(&text).tokens.max_lifetime,
+        Duration::from_secs(7 * 86_400),
+        "exactly refresh_ttl is enough"
+    );
+}
+
+#[test]
+fn a_bad_max_lifetime_names_its_key_and_line() {
+    let dir = Dir::new();
+    let with = |value: &str| {
+        base_with(
+            "signing_key = \"jwt.pem\"\n",
+            &format!("signing_key = \"jwt.pem\"\nmax_lifetime = \"{value}\"\n"),
+        )
+    };
+    assert_eq!(
+        dir.errors(&with("forever")),
+        vec![dir.issue(
+            7,
+            "tokens.max_lifetime",
+            "\"forever\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")"
+        )]
+    );
+    for short in ["6d", "0s", "15m"] {
+        assert_eq!(
+            dir.errors(&with(short)),
+            vec![dir.issue(
+                7,
+                "tokens.max_lifetime",
+                &format!(
+                    "\"{short}\" is shorter than access_ttl or refresh_ttl: the gateway would refuse its own tokens"
+                )
+            )]
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Previous keys
 
