@@ -106,13 +106,9 @@ pub(crate) async fn reload(mut signals: mpsc::Receiver<()>, current: Current, mu
             continue;
         }
         if let Some(accounts) = shared.accounts.as_mut()
-            && (config.accounts.login_rate_per_ip != old_config.accounts.login_rate_per_ip
-                || config.accounts.login_rate_per_user != old_config.accounts.login_rate_per_user)
+            && config.accounts.rates() != old_config.accounts.rates()
         {
-            accounts.limits = Arc::new(LoginLimits::new(
-                config.accounts.login_rate_per_ip,
-                config.accounts.login_rate_per_user,
-            ));
+            accounts.limits = Arc::new(LoginLimits::new(&config.accounts));
         }
         for warning in &config.warnings {
             tracing::warn!("{warning}");

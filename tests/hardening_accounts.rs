@@ -1,7 +1,13 @@
-//! Regression tests for the security review's issue 9, item 7, through the real gateway
-//! (real TLS, a real recording upstream, a real SQLite store): `iat` in the future,
-//! absurd lifetimes, and claims that are not visible ASCII are refused before anything
-//! reaches the upstream.
+//! Regression tests for the security review's issue 9, items 7, 9 and 12, through the real
+//! gateway (real TLS, a real recording upstream, a real SQLite store):
+//!
+//! - claims (item 7): `iat` in the future, absurd lifetimes, and claims that are not
+//!   visible ASCII are refused before anything reaches the upstream;
+//! - login lockout (item 9): failures are counted per (user, client IP), so failing on
+//!   someone's name from one address does not lock them out from another, and a cap per
+//!   user across addresses refuses only the addresses that failed;
+//! - login budgets (item 12): successful logins and registrations do not spend the per-IP
+//!   login budget, which still bounds the password checks an address can ask for.
 //!
 //! Client addresses are made distinct by a trusted proxy's `X-Forwarded-For`: the
 //! gateway trusts 127.0.0.1 here, as it would an ingress in front of it.
@@ -47,7 +53,45 @@ fn config(setup: &Setup, tokens: &str, accounts: &str) -> String {
 #[derive(Debug)]
 struct Reply {
     status: u16,
+    retry_after: Option<u64>,
     json: Value,
+}
+
+impl Reply {
+    #[track_caller]
+    fn assert_error(&self, status: u16, code: &str, description: &str) {
+        assert_eq!(
+            (self.status, &self.json),
+            (
+                status,
+                &json!({ "error": code, "error_description": description })
+            ),
+            "{self:?}"
+        );
+    }
+
+    #[track_caller]
+    fn assert_invalid_credentials(&self) {
+        self.assert_error(
+            401,
+            "invalid_credentials",
+            "the username or password is wrong",
+        );
+    }
+
+    /// A 429 whose `Retry-After` lies within `range` seconds.
+    #[track_caller]
+    fn assert_limited(&self, range: std::ops::RangeInclusive<u64>) {
+        self.assert_error(429, "rate_limited", "too many attempts; retry later");
+        let retry = self.retry_after.expect("a Retry-After header");
+        assert!(range.contains(&retry), "Retry-After {retry}");
+    }
+
+    #[track_caller]
+    fn assert_logged_in(&self) {
+        assert_eq!(self.status, 200, "{self:?}");
+        assert!(self.json["access_token"].is_string(), "{self:?}");
+    }
 }
 
 /// A gateway with accounts on, and a client for it.
@@ -79,14 +123,27 @@ impl Env {
             .await
             .expect("send");
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().expect("ascii").parse().expect("seconds"));
         let text = resp.text().await.expect("body");
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, json }
+        Reply {
+            status,
+            retry_after,
+            json,
+        }
     }
 
     async fn register(&self, ip: &str, username: &str) -> Reply {
         let body = json!({ "username": username, "password": PASSWORD });
         self.post(ip, "/auth/register", &body).await
+    }
+
+    async fn login(&self, ip: &str, username: &str, password: &str) -> Reply {
+        let body = json!({ "username": username, "password": password });
+        self.post(ip, "/auth/login", &body).await
     }
 
     /// `GET /app` with `token`: the status, the body, and what the upstream received.
@@ -277,4 +334,209 @@ async fn claims_that_are_not_visible_ascii_never_reach_an_upstream_header() {
     // A plain ASCII subject with an inner space still passes.
     let spaced = env.raw_token(&payload("Alice Smith", |_| {}));
     env.assert_accepted(&spaced, "Alice Smith").await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Item 9: login lockout
+// ------------------------------------------------------------------------------------------
+
+/// Anyone could lock a user out by failing logins on their name: the per-user limit now
+/// counts failures per (user, client IP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_on_a_name_from_one_address_does_not_lock_the_user_out() {
+    let env = Env::start(
+        "",
+        "login_rate_per_ip = \"1000/m\"\nlogin_rate_per_user = \"3/h\"",
+    )
+    .await;
+    let (attacker, victim) = ("203.0.113.66", "198.51.100.7");
+    assert_eq!(env.register(victim, "alice").await.status, 201);
+    for n in 0..3 {
+        env.login(attacker, "alice", &format!("guess {n}"))
+            .await
+            .assert_invalid_credentials();
+    }
+    // The failing address is refused, the right password included...
+    env.login(attacker, "alice", PASSWORD)
+        .await
+        .assert_limited(1..=1200);
+    env.login(attacker, "ALICE", "guess 4")
+        .await
+        .assert_limited(1..=1200);
+    // ...the user, from an address that has not failed, is not.
+    env.login(victim, "alice", PASSWORD)
+        .await
+        .assert_logged_in();
+}
+
+/// Successful logins spent the per-user budget: only failures do now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successful_logins_do_not_spend_the_per_user_budget() {
+    let env = Env::start(
+        "",
+        "login_rate_per_ip = \"1000/m\"\nlogin_rate_per_user = \"2/h\"",
+    )
+    .await;
+    let ip = "198.51.100.7";
+    assert_eq!(env.register(ip, "alice").await.status, 201);
+    for _ in 0..5 {
+        env.login(ip, "alice", PASSWORD).await.assert_logged_in();
+    }
+    env.login(ip, "alice", "typo 1")
+        .await
+        .assert_invalid_credentials();
+    env.login(ip, "alice", "typo 2")
+        .await
+        .assert_invalid_credentials();
+    env.login(ip, "alice", PASSWORD)
+        .await
+        .assert_limited(1..=1800);
+}
+
+/// The cap across addresses (`login_rate_per_user_all_ips`) stops a distributed guesser
+/// without locking out the user: once spent, it refuses only the addresses that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_across_addresses_refuses_only_the_addresses_that_failed() {
+    let env = Env::start(
+        "",
+        "login_rate_per_ip = \"1000/m\"\nlogin_rate_per_user = \"1000/m\"\n\
+         login_rate_per_user_all_ips = \"3/h\"",
+    )
+    .await;
+    assert_eq!(env.register("198.51.100.7", "alice").await.status, 201);
+    let guessers = ["203.0.113.1", "203.0.113.2", "203.0.113.3"];
+    for ip in guessers {
+        env.login(ip, "alice", "a guess")
+            .await
+            .assert_invalid_credentials();
+    }
+    for ip in guessers {
+        // 20 minutes until the next token of a 3/h bucket.
+        env.login(ip, "alice", PASSWORD)
+            .await
+            .assert_limited(1100..=1200);
+    }
+    // A fresh address gets its one try, then is refused like the others.
+    env.login("203.0.113.4", "alice", "another guess")
+        .await
+        .assert_invalid_credentials();
+    env.login("203.0.113.4", "alice", "a third guess")
+        .await
+        .assert_limited(1..=3600);
+    // The user, from an address that never failed, logs in; other users are untouched.
+    env.login("198.51.100.7", "alice", PASSWORD)
+        .await
+        .assert_logged_in();
+    assert_eq!(env.register("198.51.100.7", "bob").await.status, 201);
+    env.login("203.0.113.1", "bob", PASSWORD)
+        .await
+        .assert_logged_in();
+}
+
+// ------------------------------------------------------------------------------------------
+// Item 12: login budgets
+// ------------------------------------------------------------------------------------------
+
+/// Successful logins spent the per-IP budget, so an office behind one NAT address locked
+/// itself out: only failures spend it now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successful_logins_do_not_spend_the_per_ip_budget() {
+    let env = Env::start(
+        "",
+        "login_rate_per_ip = \"3/h\"\nlogin_rate_per_user = \"1000/m\"",
+    )
+    .await;
+    let office = "198.51.100.7";
+    for user in ["alice", "bob", "carol", "dave"] {
+        assert_eq!(env.register(office, user).await.status, 201);
+    }
+    for _ in 0..2 {
+        for user in ["alice", "bob", "carol", "dave"] {
+            env.login(office, user, PASSWORD).await.assert_logged_in();
+        }
+    }
+    // Three failures spend it, for every user from that address...
+    for user in ["alice", "mallory", "nobody"] {
+        env.login(office, user, "wrong password")
+            .await
+            .assert_invalid_credentials();
+    }
+    env.login(office, "bob", PASSWORD)
+        .await
+        .assert_limited(1..=1200);
+    // ...and not for another address.
+    env.login("192.0.2.1", "bob", PASSWORD)
+        .await
+        .assert_logged_in();
+}
+
+/// The per-IP budget still bounds the password hashes an address makes us compute: a
+/// right password costs no failure token, but each check counts against ten times the
+/// failure budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_ip_budget_still_bounds_password_checks() {
+    let env = Env::start(
+        "",
+        "login_rate_per_ip = \"1/h\"\nlogin_rate_per_user = \"1000/m\"",
+    )
+    .await;
+    let ip = "198.51.100.7";
+    assert_eq!(env.register(ip, "alice").await.status, 201);
+    for _ in 0..10 {
+        env.login(ip, "alice", PASSWORD).await.assert_logged_in();
+    }
+    // Ten checks an hour: the next one in six minutes.
+    env.login(ip, "alice", PASSWORD)
+        .await
+        .assert_limited(300..=360);
+}
+
+/// Registrations spent the login budget (before their body was even parsed), so junk
+/// registrations from an address locked every login from it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_do_not_spend_the_login_budget() {
+    let env = Env::start(
+        "",
+        "login_rate_per_ip = \"2/h\"\nlogin_rate_per_user = \"1000/m\"",
+    )
+    .await;
+    let ip = "198.51.100.7";
+    for n in 0..20 {
+        let junk = env
+            .post(
+                ip,
+                "/auth/register",
+                &json!({ "username": format!("u{n}") }),
+            )
+            .await;
+        assert_eq!(junk.status, 400, "{junk:?}");
+    }
+    for user in ["alice", "bob", "carol", "dave"] {
+        assert_eq!(env.register(ip, user).await.status, 201);
+    }
+    env.login(ip, "alice", PASSWORD).await.assert_logged_in();
+    env.login(ip, "alice", "wrong password")
+        .await
+        .assert_invalid_credentials();
+    env.login(ip, "dave", PASSWORD).await.assert_logged_in();
+}
+
+/// Registration has a budget of its own, `register_rate_per_ip`, which leaves logins (and
+/// other addresses) alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_has_its_own_per_ip_budget() {
+    let env = Env::start(
+        "",
+        "login_rate_per_ip = \"2/h\"\nlogin_rate_per_user = \"1000/m\"\n\
+         register_rate_per_ip = \"2/h\"",
+    )
+    .await;
+    let ip = "198.51.100.7";
+    assert_eq!(env.register(ip, "alice").await.status, 201);
+    let taken = env.register(ip, "alice").await;
+    assert_eq!(taken.status, 409, "{taken:?}");
+    // 30 minutes until the next registration of a 2/h budget.
+    env.register(ip, "bob").await.assert_limited(1700..=1800);
+    env.login(ip, "alice", PASSWORD).await.assert_logged_in();
+    assert_eq!(env.register("192.0.2.1", "bob").await.status, 201);
 }

@@ -771,6 +771,66 @@ fn a_bad_max_lifetime_names_its_key_and_line() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Accounts
+
+#[test]
+fn accounts_limits_take_their_defaults_and_values() {
+    let dir = Dir::new();
+    let accounts = dir.ok(BASE).accounts;
+    assert_eq!(
+        accounts.rates(),
+        [
+            DEFAULT_LOGIN_RATE_PER_IP,
+            DEFAULT_LOGIN_RATE_PER_USER,
+            DEFAULT_LOGIN_RATE_PER_USER_ALL_IPS,
+            DEFAULT_REGISTER_RATE_PER_IP,
+        ]
+    );
+    let text = format!(
+        "{BASE}[store]\nurl = \"sqlite://a.db\"\n[accounts]\nlogin_rate_per_ip = \"7/s\"\nlogin_rate_per_user = \"3/m\"\n\
+         login_rate_per_user_all_ips = \"12/h\"\nregister_rate_per_ip = \"4/m\"\n"
+    );
+    let rate = |count, per| Rate { count, per };
+    assert_eq!(
+        dir.ok(&text).accounts.rates(),
+        [
+            rate(7, RatePer::Second),
+            rate(3, RatePer::Minute),
+            rate(12, RatePer::Hour),
+            rate(4, RatePer::Minute),
+        ]
+    );
+}
+
+#[test]
+fn bad_rates_name_their_key_and_line() {
+    let dir = Dir::new();
+    let text = format!(
+        "{BASE}[store]\nurl = \"sqlite://a.db\"\n[accounts]\nlogin_rate_per_user_all_ips = \"0/h\"\nregister_rate_per_ip = \"10/d\"\n\
+         login_rate_per_ip = \"ten/m\"\nlogin_rate_per_user = \"5\"\n"
+    );
+    let message = |value: &str| format!("\"{value}\" is not a rate like \"5/m\" (per s, m or h)");
+    assert_eq!(
+        dir.errors(&text),
+        vec![
+            dir.issue(18, "accounts.login_rate_per_user_all_ips", &message("0/h")),
+            dir.issue(19, "accounts.register_rate_per_ip", &message("10/d")),
+            dir.issue(20, "accounts.login_rate_per_ip", &message("ten/m")),
+            dir.issue(21, "accounts.login_rate_per_user", &message("5")),
+        ]
+    );
+    let typo =
+        format!("{BASE}[store]\nurl = \"sqlite://a.db\"\n[accounts]\nregister_rate = \"10/h\"\n");
+    let errors = dir.errors(&typo);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].key, "accounts.register_rate");
+    assert!(
+        errors[0].message.contains("`register_rate_per_ip`"),
+        "{errors:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Previous keys
 
 #[test]
