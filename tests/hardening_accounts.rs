@@ -192,8 +192,8 @@ impl Env {
         )
     }
 
-    /// Runs `authgate --config <gateway.toml> ARGS`, asserting success.
-    async fn cli_ok(&self, args: &[&str]) {
+    /// Runs `authgate --config <gateway.toml> ARGS`: the exit code, stdout and stderr.
+    async fn cli(&self, args: &[&str]) -> (Option<i32>, String, String) {
         let config = self.setup.dir.path().join("gateway.toml");
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let output = tokio::task::spawn_blocking(move || {
@@ -209,11 +209,19 @@ impl Env {
         })
         .await
         .expect("the CLI task");
-        assert!(
-            output.status.success(),
-            "authgate failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("utf-8 output");
+        (
+            output.status.code(),
+            text(output.stdout),
+            text(output.stderr),
+        )
+    }
+
+    /// As [`Env::cli`], asserting success.
+    async fn cli_ok(&self, args: &[&str]) -> String {
+        let (code, stdout, stderr) = self.cli(args).await;
+        assert_eq!(code, Some(0), "authgate {args:?} failed: {stderr}");
+        stdout
     }
 }
 
@@ -334,6 +342,36 @@ async fn claims_that_are_not_visible_ascii_never_reach_an_upstream_header() {
     // A plain ASCII subject with an inner space still passes.
     let spaced = env.raw_token(&payload("Alice Smith", |_| {}));
     env.assert_accepted(&spaced, "Alice Smith").await;
+}
+
+/// `token mint` refuses to sign what the gateway would refuse: a lifetime over
+/// `max_lifetime`, a subject that cannot be a header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_mint_refuses_tokens_the_gateway_would_refuse() {
+    // access_ttl 10m and refresh_ttl 1h: max_lifetime defaults to 2h.
+    let env = Env::start("", OPEN).await;
+    let (code, _, stderr) = env
+        .cli(&["token", "mint", "--sub", "alice", "--ttl", "3h"])
+        .await;
+    assert_eq!(
+        (code, stderr.as_str()),
+        (
+            Some(1),
+            "authgate: the ttl is longer than tokens.max_lifetime: the gateway would refuse the token\n"
+        )
+    );
+    let (code, _, stderr) = env.cli(&["token", "mint", "--sub", "ålice"]).await;
+    assert_eq!(
+        (code, stderr.as_str()),
+        (
+            Some(1),
+            "authgate: the subject must be visible ASCII (it becomes the identity header)\n"
+        )
+    );
+    let token = env
+        .cli_ok(&["token", "mint", "--sub", "alice", "--ttl", "2h"])
+        .await;
+    env.assert_accepted(token.trim(), "alice").await;
 }
 
 // ------------------------------------------------------------------------------------------
