@@ -136,7 +136,7 @@ impl Default for OneOrMany {
 /// The claims authgate reads and writes: Flask-JWT-Extended's defaults plus `iss`, `aud`
 /// and `roles`. Other claims go in `extra`: written when signing, and read when verifying
 /// only if `identity.claim_headers` names them (a second parse, paid only then).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
     #[serde(

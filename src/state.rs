@@ -227,15 +227,11 @@ mod tests {
         let claims = Claims {
             sub: "alice".into(),
             iat: Some(issued),
-            nbf: None,
             exp: Some(issued + 7200),
-            jti: None,
             token_type: Some("access".into()),
-            fresh: None,
             iss: Some("authgate".into()),
             aud: Some(OneOrMany::One("authgate".into())),
-            roles: OneOrMany::default(),
-            extra: Default::default(),
+            ..Claims::default()
         };
         let token = signer.sign(&claims).expect("sign");
         let revocations = Revocations::new();

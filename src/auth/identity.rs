@@ -87,16 +87,9 @@ mod tests {
         extra.insert("team".into(), team);
         Claims {
             sub: sub.into(),
-            iat: None,
-            nbf: None,
-            exp: Some(1),
-            jti: None,
-            token_type: None,
-            fresh: None,
-            iss: None,
-            aud: None,
             roles: OneOrMany::Many(roles.iter().map(|r| (*r).to_owned()).collect()),
             extra,
+            ..Claims::default()
         }
     }
 
