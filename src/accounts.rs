@@ -182,7 +182,6 @@ impl Accounts {
         if !self.settings.registration {
             return Err(Error::RegistrationClosed);
         }
-        self.limits.check_ip(ip)?;
         let creds: Credentials = read_form_or_json(req).await?;
         check_username(&creds.username)?;
         if creds.password.chars().count() < self.settings.min_password_length {
@@ -190,6 +189,12 @@ impl Accounts {
         }
         if creds.password.len() > MAX_PASSWORD_BYTES {
             return Err(Error::InvalidInput("the password is too long"));
+        }
+        // Spent only by a registration that will cost a hash and a row, and never the
+        // login budget: junk bodies are refused above for the price of parsing them.
+        if let Err(limited) = self.limits.register(ip) {
+            audit("register_limited", &creds.username, ip);
+            return Err(limited);
         }
         let password_hash = self
             .passwords
@@ -218,11 +223,16 @@ impl Accounts {
 
     async fn login(&self, req: Request<Incoming>, ip: IpAddr) -> Result<Response<Body>, Error> {
         let creds: Credentials = read_form_or_json(req).await?;
-        if let Err(limited) = self.limits.check(ip, &creds.username) {
-            self.metrics.login("limited");
-            audit("login_limited", &creds.username, ip);
-            return Err(limited);
-        }
+        // Admitted with its tokens in hand, before any hash: given back if the password is
+        // right, kept if not (see `limits`).
+        let attempt = match self.limits.login(ip, &creds.username) {
+            Ok(attempt) => attempt,
+            Err(limited) => {
+                self.metrics.login("limited");
+                audit("login_limited", &creds.username, ip);
+                return Err(limited);
+            }
+        };
         let name = creds.username.clone();
         // An impossible name is looked up as nobody: same work, same answer.
         let user = if check_username(&name).is_ok() && creds.password.len() <= MAX_PASSWORD_BYTES {
@@ -237,8 +247,12 @@ impl Accounts {
             .await
             .map_err(password_error)?;
         let user = match user {
-            Some(user) if matches && !user.disabled => user,
+            Some(user) if matches && !user.disabled => {
+                attempt.succeeded();
+                user
+            }
             _ => {
+                attempt.failed();
                 self.metrics.login("failed");
                 audit("login_failed", &creds.username, ip);
                 return Err(Error::InvalidCredentials);

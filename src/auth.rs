@@ -86,6 +86,7 @@ impl Authenticator {
             tokens.audience.clone(),
             i64::try_from(tokens.leeway.as_secs()).unwrap_or(i64::MAX),
         )
+        .with_max_lifetime(i64::try_from(tokens.max_lifetime.as_secs()).unwrap_or(i64::MAX))
         .with_extra_claims(
             config
                 .identity

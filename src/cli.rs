@@ -363,6 +363,16 @@ fn token_mint(
         Some(text) => crate::config::parse_duration(text).map_err(CliError::Refused)?,
         None => config.tokens.access_ttl,
     };
+    if ttl > config.tokens.max_lifetime {
+        return Err(refused(
+            "the ttl is longer than tokens.max_lifetime: the gateway would refuse the token",
+        ));
+    }
+    if sub.is_empty() || !crate::jwt::is_forwardable(&sub) {
+        return Err(refused(
+            "the subject must be visible ASCII (it becomes the identity header)",
+        ));
+    }
     let issuer = Issuer::new(&config.tokens)
         .ok_or_else(|| refused("the signing key is a public key: it cannot sign"))?;
     let now = now_secs();

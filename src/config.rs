@@ -59,21 +59,42 @@ pub const DEFAULT_VERIFIED_CACHE: usize = 10_000;
 pub const DEFAULT_ACCOUNTS_PREFIX: &str = "/auth";
 /// NIST SP 800-63B asks for at least 8; 10 leaves room for passphrases without pain.
 pub const DEFAULT_MIN_PASSWORD_LENGTH: usize = 10;
-/// Login attempts per client IP: enough for a NAT of humans, too few for a guesser.
+/// Failed logins per client IP: enough for an office of humans behind one NAT address
+/// (successful logins cost none of it), too few for a guesser or a password sprayer.
 pub const DEFAULT_LOGIN_RATE_PER_IP: Rate = Rate {
     count: 20,
     per: RatePer::Minute,
 };
-/// Login attempts per username, from anywhere: OWASP's "a handful of tries, then wait".
+/// Failed logins per username from one client IP: OWASP's "a handful of tries, then
+/// wait", without letting anyone else's failures lock the user out.
 pub const DEFAULT_LOGIN_RATE_PER_USER: Rate = Rate {
     count: 5,
     per: RatePer::Minute,
+};
+/// Failed logins per username from all IPs together, the cap on a distributed guesser.
+/// Once spent it refuses only the IPs that failed for that user within the hour, so it
+/// can be low: 720 guesses a day against a 10-character password, while the user logs in
+/// from anywhere that has not been guessing.
+pub const DEFAULT_LOGIN_RATE_PER_USER_ALL_IPS: Rate = Rate {
+    count: 30,
+    per: RatePer::Hour,
+};
+/// Registrations per client IP (each one an argon2 hash and a stored user): people
+/// register once, so a household or an office seldom needs 20 in an hour, while a script
+/// is held to 480 accounts a day per address.
+pub const DEFAULT_REGISTER_RATE_PER_IP: Rate = Rate {
+    count: 20,
+    per: RatePer::Hour,
 };
 /// Flask-JWT-Extended's default access-token lifetime.
 pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 /// A week: long enough to stay logged in, short enough that a leaked token dies.
 pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(7 * 86_400);
-/// Clock skew tolerated on `exp` and `nbf`; below the 60 s used by the benchmark's
+/// `tokens.max_lifetime`, unless set, is this many times the longer of the two TTLs: room
+/// for tokens issued before a TTL was halved, and still a bound on what a signed token
+/// may claim (14 days with the default TTLs).
+pub const DEFAULT_MAX_LIFETIME_TTL_FACTOR: u32 = 2;
+/// Clock skew tolerated on `exp`, `nbf` and `iat`; below the 60 s used by the benchmark's
 /// "expired" check (`exp` = now − 60).
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 pub const DEFAULT_ISSUER: &str = "authgate";
@@ -143,6 +164,8 @@ pub struct Tokens {
     pub leeway: Duration,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Longest `exp - iat` (or `exp - now`) a token may claim; at least both TTLs.
+    pub max_lifetime: Duration,
     /// Verified access tokens kept (0: none).
     pub verified_cache: usize,
 }
@@ -153,8 +176,26 @@ pub struct AccountsConfig {
     pub prefix: String,
     pub registration: bool,
     pub min_password_length: usize,
+    /// Failed logins per client IP.
     pub login_rate_per_ip: Rate,
+    /// Failed logins per (username, client IP).
     pub login_rate_per_user: Rate,
+    /// Failed logins per username from all IPs; spent, it refuses the IPs that failed.
+    pub login_rate_per_user_all_ips: Rate,
+    /// Registrations per client IP, a budget apart from the login ones.
+    pub register_rate_per_ip: Rate,
+}
+
+impl AccountsConfig {
+    /// Every rate the accounts limit by: a reload that changes one starts new buckets.
+    pub fn rates(&self) -> [Rate; 4] {
+        [
+            self.login_rate_per_ip,
+            self.login_rate_per_user,
+            self.login_rate_per_user_all_ips,
+            self.register_rate_per_ip,
+        ]
+    }
 }
 
 /// A rate such as `"5/m"`: `count` events per `per`.
@@ -927,12 +968,34 @@ impl Ctx<'_> {
             v.as_ref()
                 .map_or_else(|| default.to_owned(), |s| s.get_ref().clone())
         };
+        let access_ttl = self.duration(&raw.access_ttl, "tokens.access_ttl", DEFAULT_ACCESS_TTL);
+        let refresh_ttl =
+            self.duration(&raw.refresh_ttl, "tokens.refresh_ttl", DEFAULT_REFRESH_TTL);
+        let longest_ttl = access_ttl.max(refresh_ttl);
+        let max_lifetime = self.duration(
+            &raw.max_lifetime,
+            "tokens.max_lifetime",
+            longest_ttl.saturating_mul(DEFAULT_MAX_LIFETIME_TTL_FACTOR),
+        );
+        if let Some(at) = &raw.max_lifetime
+            && max_lifetime < longest_ttl
+        {
+            self.error(
+                at,
+                "tokens.max_lifetime",
+                format!(
+                    "\"{}\" is shorter than access_ttl or refresh_ttl: the gateway would refuse its own tokens",
+                    at.get_ref()
+                ),
+            );
+        }
         let tokens = Tokens {
             issuer: text(&raw.issuer, DEFAULT_ISSUER),
             audience: text(&raw.audience, DEFAULT_AUDIENCE),
             leeway: self.duration(&raw.leeway, "tokens.leeway", DEFAULT_LEEWAY),
-            access_ttl: self.duration(&raw.access_ttl, "tokens.access_ttl", DEFAULT_ACCESS_TTL),
-            refresh_ttl: self.duration(&raw.refresh_ttl, "tokens.refresh_ttl", DEFAULT_REFRESH_TTL),
+            access_ttl,
+            refresh_ttl,
+            max_lifetime,
             verified_cache: self.count(
                 &raw.verified_cache,
                 "tokens.verified_cache",
@@ -1065,6 +1128,8 @@ impl Ctx<'_> {
             min_password_length: DEFAULT_MIN_PASSWORD_LENGTH,
             login_rate_per_ip: DEFAULT_LOGIN_RATE_PER_IP,
             login_rate_per_user: DEFAULT_LOGIN_RATE_PER_USER,
+            login_rate_per_user_all_ips: DEFAULT_LOGIN_RATE_PER_USER_ALL_IPS,
+            register_rate_per_ip: DEFAULT_REGISTER_RATE_PER_IP,
         };
         let Some(raw) = raw else {
             return config;
@@ -1110,6 +1175,16 @@ impl Ctx<'_> {
                 &raw.login_rate_per_user,
                 "accounts.login_rate_per_user",
                 &mut config.login_rate_per_user,
+            ),
+            (
+                &raw.login_rate_per_user_all_ips,
+                "accounts.login_rate_per_user_all_ips",
+                &mut config.login_rate_per_user_all_ips,
+            ),
+            (
+                &raw.register_rate_per_ip,
+                "accounts.register_rate_per_ip",
+                &mut config.register_rate_per_ip,
             ),
         ] {
             if let Some(value) = value {

@@ -53,6 +53,8 @@ pub enum TokenError {
     Revoked,
     #[error("a claim cannot be forwarded")]
     UnforwardableClaim,
+    #[error("token lifetime too long")]
+    LifetimeTooLong,
 }
 
 impl TokenError {
@@ -74,6 +76,7 @@ impl TokenError {
             TokenError::RefreshReused => "refresh_reused",
             TokenError::Revoked => "revoked",
             TokenError::UnforwardableClaim => "unforwardable_claim",
+            TokenError::LifetimeTooLong => "lifetime_too_long",
         }
     }
 
@@ -95,6 +98,7 @@ impl TokenError {
             TokenError::RefreshReused => "the refresh token has already been used",
             TokenError::Revoked => "the token has been revoked",
             TokenError::UnforwardableClaim => "a token claim cannot be forwarded as a header",
+            TokenError::LifetimeTooLong => "the token lifetime exceeds the accepted maximum",
         }
     }
 }
@@ -132,7 +136,7 @@ impl Default for OneOrMany {
 /// The claims authgate reads and writes: Flask-JWT-Extended's defaults plus `iss`, `aud`
 /// and `roles`. Other claims go in `extra`: written when signing, and read when verifying
 /// only if `identity.claim_headers` names them (a second parse, paid only then).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
     #[serde(
@@ -212,6 +216,16 @@ impl Claims {
             },
         }
     }
+}
+
+/// Whether `text` can travel as an identity header value exactly as it is: visible ASCII
+/// and inner spaces (RFC 9110 `field-content` without `obs-text` or tabs). Anything else
+/// would reach the upstream as raw non-ASCII bytes, or be trimmed into another name.
+pub fn is_forwardable(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().all(|b| matches!(b, b' '..=b'~'))
+        && bytes.first() != Some(&b' ')
+        && bytes.last() != Some(&b' ')
 }
 
 /// NumericDate (RFC 7519 §2): an integer, or a float truncated to whole seconds.
@@ -295,19 +309,32 @@ pub struct Verifier {
     issuer: String,
     audience: String,
     leeway_secs: i64,
+    /// Longest accepted `exp - iat` (or `exp - now` without `iat`): a signed token with an
+    /// absurd `exp` would otherwise outlive every key rotation and TTL change.
+    max_lifetime_secs: i64,
     /// Claims outside [`Claims`]' fields that callers read from `extra`.
     extra_claims: Vec<String>,
 }
 
 impl Verifier {
+    /// A verifier without a lifetime cap until [`Verifier::with_max_lifetime`] sets one
+    /// (the gateway always does, from `tokens.max_lifetime`).
     pub fn new(keys: Vec<Key>, issuer: String, audience: String, leeway_secs: i64) -> Verifier {
         Verifier {
             keys,
             issuer,
             audience,
             leeway_secs,
+            max_lifetime_secs: i64::MAX,
             extra_claims: Vec::new(),
         }
+    }
+
+    /// Refuses tokens whose `exp` lies more than `secs` after their `iat` (or after now,
+    /// for a token without `iat`).
+    pub fn with_max_lifetime(mut self, secs: i64) -> Verifier {
+        self.max_lifetime_secs = secs;
+        self
     }
 
     /// Also read these claims into `Claims::extra` (those with typed fields are skipped).
@@ -389,8 +416,9 @@ impl Verifier {
     }
 
     fn check_claims(&self, claims: &Claims, now: i64) -> Result<(), TokenError> {
-        // The subject becomes the identity header: it must be one, or nobody is forwarded.
-        if claims.sub.is_empty() || http::HeaderValue::from_str(&claims.sub).is_err() {
+        // The subject becomes the identity header: it must be one, byte for byte, or nobody
+        // is forwarded.
+        if claims.sub.is_empty() || !is_forwardable(&claims.sub) {
             return Err(TokenError::UnforwardableClaim);
         }
         self.check_times(claims, now)?;
@@ -407,17 +435,25 @@ impl Verifier {
         Ok(())
     }
 
-    /// The checks that depend on the clock: `exp` present and not past, `nbf` not in the
-    /// future (leeway applies). Run again on every use of a cached verification.
+    /// The checks that depend on the clock: `exp` present and not past; `nbf` and `iat` not
+    /// in the future (leeway applies); `exp` no further from `iat` (or from now, without
+    /// `iat`) than the lifetime cap. Run again on every use of a cached verification.
     pub fn check_times(&self, claims: &Claims, now: i64) -> Result<(), TokenError> {
         let exp = claims.exp.ok_or(TokenError::MissingExpiry)?;
         if exp.saturating_add(self.leeway_secs) <= now {
             return Err(TokenError::Expired);
         }
-        if let Some(nbf) = claims.nbf
-            && nbf > now.saturating_add(self.leeway_secs)
+        let latest_start = now.saturating_add(self.leeway_secs);
+        // A future `iat` is refused like a future `nbf`: `user revoke` refuses tokens issued
+        // before an instant, and a token dated after it would survive the revocation.
+        if claims.nbf.is_some_and(|nbf| nbf > latest_start)
+            || claims.iat.is_some_and(|iat| iat > latest_start)
         {
             return Err(TokenError::NotYetValid);
+        }
+        // Saturating: an `exp` of 1e30 or an `iat` of -2^63 is simply too long a lifetime.
+        if exp.saturating_sub(claims.iat.unwrap_or(now)) > self.max_lifetime_secs {
+            return Err(TokenError::LifetimeTooLong);
         }
         Ok(())
     }
@@ -586,6 +622,191 @@ mod tests {
             verifier.verify(&none, NOW),
             Err(TokenError::AlgorithmNotAllowed)
         );
+    }
+
+    /// An HS256 verifier with a 30 s leeway and a one-day lifetime cap, and a signer of
+    /// raw payloads for it (numbers serde would never write).
+    fn raw_setup() -> (Verifier, impl Fn(serde_json::Value) -> String) {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let key = Key::from_secret(Algorithm::HS256, secret, None).expect("key");
+        let verifier = Verifier::new(vec![key], "authgate".into(), "authgate".into(), 30)
+            .with_max_lifetime(86_400);
+        let encoding = jsonwebtoken::EncodingKey::from_secret(secret).expect("encoding key");
+        let sign = move |payload: serde_json::Value| {
+            let header = jsonwebtoken::Header::new(Algorithm::HS256);
+            jsonwebtoken::encode(&header, &payload, &encoding).expect("encode")
+        };
+        (verifier, sign)
+    }
+
+    fn payload(exp: serde_json::Value, iat: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "sub": "alice", "exp": exp, "iat": iat, "type": "access",
+            "iss": "authgate", "aud": "authgate",
+        })
+    }
+
+    /// Regression (issue 9 item 7): a token dated in the future survived `user revoke`,
+    /// which refuses tokens issued before an instant.
+    #[test]
+    fn an_iat_beyond_the_leeway_is_refused() {
+        let (signer, verifier) = setup(Algorithm::HS256);
+        let mut future = claims("access");
+        future.iat = Some(NOW + 31);
+        future.nbf = None;
+        let token = signer.sign(&future).expect("sign");
+        assert_eq!(
+            verifier.verify_access(&token, NOW),
+            Err(TokenError::NotYetValid)
+        );
+        future.iat = Some(NOW + 30);
+        let token = signer.sign(&future).expect("sign");
+        assert!(verifier.verify_access(&token, NOW).is_ok());
+    }
+
+    /// Regression (issue 9 item 7): `exp` of 1e30 or 2^63 was accepted.
+    #[test]
+    fn absurd_lifetimes_are_refused() {
+        let (verifier, sign) = raw_setup();
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("json");
+        for exp in [
+            "1e30",
+            "9223372036854775808",
+            "18446744073709551615",
+            "1.7e308",
+        ] {
+            let token = sign(payload(json(exp), json(&NOW.to_string())));
+            assert_eq!(
+                verifier.verify_access(&token, NOW),
+                Err(TokenError::LifetimeTooLong),
+                "exp {exp}"
+            );
+            let without_iat = sign(payload(json(exp), serde_json::Value::Null));
+            assert_eq!(
+                verifier.verify_access(&without_iat, NOW),
+                Err(TokenError::LifetimeTooLong),
+                "exp {exp} without iat"
+            );
+        }
+        // An iat far in the past stretches the lifetime just the same.
+        for iat in ["-9223372036854775808", "-1e30", "0"] {
+            let token = sign(payload(json(&(NOW + 60).to_string()), json(iat)));
+            assert_eq!(
+                verifier.verify_access(&token, NOW),
+                Err(TokenError::LifetimeTooLong),
+                "iat {iat}"
+            );
+        }
+        // Exactly the cap passes; a second more does not; floats are whole seconds.
+        let at_cap = sign(payload(
+            json(&(NOW + 86_400).to_string()),
+            json(&NOW.to_string()),
+        ));
+        assert!(verifier.verify_access(&at_cap, NOW).is_ok());
+        let float = sign(payload(
+            json(&format!("{}.9", NOW + 86_400)),
+            json(&format!("{NOW}.0")),
+        ));
+        assert!(verifier.verify_access(&float, NOW).is_ok());
+        let over = sign(payload(
+            json(&(NOW + 86_401).to_string()),
+            json(&NOW.to_string()),
+        ));
+        assert_eq!(
+            verifier.verify_access(&over, NOW),
+            Err(TokenError::LifetimeTooLong)
+        );
+    }
+
+    /// Numbers at and past every edge of i64 are refused without a panic.
+    #[test]
+    fn numeric_dates_at_the_edges_do_not_panic() {
+        let (verifier, sign) = raw_setup();
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("json");
+        for exp in [
+            "-1",
+            "-1e30",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "0.5",
+            "-0.5",
+        ] {
+            let token = sign(payload(json(exp), serde_json::Value::Null));
+            assert_eq!(
+                verifier.verify_access(&token, NOW),
+                Err(TokenError::Expired),
+                "exp {exp}"
+            );
+        }
+        for (exp, iat) in [
+            ("9223372036854775807", "9223372036854775807"),
+            ("1e300", "1e300"),
+        ] {
+            let token = sign(payload(json(exp), json(iat)));
+            assert_eq!(
+                verifier.verify_access(&token, NOW),
+                Err(TokenError::NotYetValid),
+                "exp {exp} iat {iat}"
+            );
+        }
+        // Not a number at all: malformed.
+        let token = sign(payload(serde_json::json!("soon"), serde_json::Value::Null));
+        assert_eq!(
+            verifier.verify_access(&token, NOW),
+            Err(TokenError::Malformed)
+        );
+        // Time itself at the edges.
+        let token = sign(payload(
+            json("9223372036854775807"),
+            serde_json::Value::Null,
+        ));
+        assert_eq!(
+            verifier.verify_access(&token, i64::MAX),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verifier.verify_access(&token, i64::MIN),
+            Err(TokenError::LifetimeTooLong)
+        );
+    }
+
+    /// Regression (issue 9 item 7): a non-ASCII `sub` was forwarded as raw bytes in
+    /// `X-Auth-User`.
+    #[test]
+    fn subjects_that_are_not_visible_ascii_are_refused() {
+        let (signer, verifier) = setup(Algorithm::HS256);
+        for sub in [
+            "ålice",
+            "alice\u{80}",
+            "al\tice",
+            " alice",
+            "alice ",
+            "a\u{7f}",
+            "",
+        ] {
+            let mut c = claims("access");
+            c.sub = sub.into();
+            let token = signer.sign(&c).expect("sign");
+            assert_eq!(
+                verifier.verify_access(&token, NOW),
+                Err(TokenError::UnforwardableClaim),
+                "{sub:?}"
+            );
+        }
+        let mut c = claims("access");
+        c.sub = "Alice Smith <a@b.c>".into();
+        let token = signer.sign(&c).expect("sign");
+        assert!(verifier.verify_access(&token, NOW).is_ok());
+    }
+
+    #[test]
+    fn forwardable_header_text() {
+        for ok in ["alice", "a b", "x,y", "~!\"#", ""] {
+            assert!(is_forwardable(ok), "{ok:?}");
+        }
+        for bad in ["é", " a", "a ", "a\tb", "a\r\nb", "\u{0}", "\u{7f}"] {
+            assert!(!is_forwardable(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -68,10 +68,7 @@ impl Shared {
         shared.accounts = Some(AccountsState {
             store,
             passwords,
-            limits: Arc::new(LoginLimits::new(
-                config.accounts.login_rate_per_ip,
-                config.accounts.login_rate_per_user,
-            )),
+            limits: Arc::new(LoginLimits::new(&config.accounts)),
         });
         Ok((shared, cursor))
     }

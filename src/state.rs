@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::accounts::LoginLimits;
 use crate::auth::now_secs;
-use crate::config::{Config, LoadOptions, Server};
+use crate::config::{Config, LoadOptions, Server, Tokens};
 use crate::gateway::Gateway;
 use crate::shared::Shared;
 
@@ -114,13 +114,9 @@ pub(crate) async fn reload(mut signals: mpsc::Receiver<()>, current: Current, mu
             continue;
         }
         if let Some(accounts) = shared.accounts.as_mut()
-            && (config.accounts.login_rate_per_ip != old_config.accounts.login_rate_per_ip
-                || config.accounts.login_rate_per_user != old_config.accounts.login_rate_per_user)
+            && config.accounts.rates() != old_config.accounts.rates()
         {
-            accounts.limits = Arc::new(LoginLimits::new(
-                config.accounts.login_rate_per_ip,
-                config.accounts.login_rate_per_user,
-            ));
+            accounts.limits = Arc::new(LoginLimits::new(&config.accounts));
         }
         for warning in &config.warnings {
             tracing::warn!("{warning}");
@@ -129,6 +125,17 @@ pub(crate) async fn reload(mut signals: mpsc::Receiver<()>, current: Current, mu
         shared.metrics.reload(true);
         tracing::info!("config reloaded");
     }
+}
+
+/// The instant before which a user revocation refuses nothing the verifier would still
+/// accept: such a token has `exp` past `now - leeway` and `iat` at most `max_lifetime`
+/// before `exp`, so it was issued after the horizon. Measured with `max_lifetime`, not
+/// `access_ttl`: a token minted with a longer `--ttl`, or signed elsewhere with the key,
+/// lives that long, and purging its user's revocation sooner would let it back in.
+fn user_revocation_horizon(tokens: &Tokens, now: i64) -> i64 {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    now.saturating_sub(secs(tokens.max_lifetime))
+        .saturating_sub(secs(tokens.leeway))
 }
 
 /// What a running process cannot change: its sockets, its store, its runtime, whether it
@@ -184,9 +191,8 @@ pub(crate) async fn follow_store(current: Current, shared: Shared, mut cursor: i
             let snapshot = current.load_full();
             let tokens = &snapshot.config().tokens;
             let leeway = i64::try_from(tokens.leeway.as_secs()).unwrap_or(0);
-            let access_ttl = i64::try_from(tokens.access_ttl.as_secs()).unwrap_or(0);
             let now = now_secs();
-            let horizon = now - access_ttl - leeway;
+            let horizon = user_revocation_horizon(tokens, now);
             shared.revocations.purge_expired(now, leeway, horizon);
             snapshot.gateway.forget_idle_limits();
             let store = state.store.clone();
@@ -195,6 +201,56 @@ pub(crate) async fn follow_store(current: Current, shared: Shared, mut cursor: i
             {
                 tracing::warn!(error = %crate::error::error_chain(&error), "cannot purge the store");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::{Algorithm, Claims, Key, OneOrMany, Signer, Verifier};
+    use crate::revocation::Revocations;
+
+    /// A user revocation is purged only when no token it refuses could still pass
+    /// verification: before, it went after `access_ttl`, and a longer-lived token of the
+    /// revoked user (up to `max_lifetime`) was accepted again.
+    #[test]
+    fn a_user_revocation_outlives_every_token_it_refuses() {
+        let key = Key::from_secret(Algorithm::HS256, &[7; 32], None).expect("key");
+        let tokens = Tokens {
+            keys: vec![key.clone()],
+            issuer: "authgate".into(),
+            audience: "authgate".into(),
+            leeway: Duration::from_secs(30),
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(3600),
+            max_lifetime: Duration::from_secs(7200),
+            verified_cache: 0,
+        };
+        let verifier = Verifier::new(vec![key.clone()], "authgate".into(), "authgate".into(), 30)
+            .with_max_lifetime(7200);
+        let signer = Signer::new(key).expect("signer");
+        // A token as long-lived as the cap allows, revoked the second after it was issued.
+        let issued = 1_800_000_000;
+        let claims = Claims {
+            sub: "alice".into(),
+            iat: Some(issued),
+            exp: Some(issued + 7200),
+            token_type: Some("access".into()),
+            iss: Some("authgate".into()),
+            aud: Some(OneOrMany::One("authgate".into())),
+            ..Claims::default()
+        };
+        let token = signer.sign(&claims).expect("sign");
+        let revocations = Revocations::new();
+        revocations.revoke_user_before("alice", issued + 1);
+        // Purged every minute until the token has expired for good: refused all along.
+        for now in (issued + 60..issued + 7200 + 120).step_by(60) {
+            revocations.purge_expired(now, 30, user_revocation_horizon(&tokens, now));
+            let accepted = verifier
+                .verify_access(&token, now)
+                .is_ok_and(|c| !revocations.is_revoked(c.jti.as_deref(), &c.sub, c.iat));
+            assert!(!accepted, "accepted at issue + {}", now - issued);
         }
     }
 }

@@ -1019,7 +1019,11 @@ async fn the_per_user_limit_refuses_even_the_right_password() {
     env.login("alice", "wrong password 2")
         .await
         .assert_invalid_credentials();
-    // The fourth attempt within the minute: refused, the right password included.
+    // Only failures count (the login above cost nothing): the third one spends the bucket.
+    env.login("alice", "wrong password 2b")
+        .await
+        .assert_invalid_credentials();
+    // The next attempt within the minute: refused, the right password included.
     assert_rate_limited(&env.login("alice", PASSWORD).await);
     assert_rate_limited(&env.login("alice", "wrong password 3").await);
 
@@ -1042,6 +1046,10 @@ async fn the_per_ip_limit_refuses_every_user_from_that_ip() {
         .await
         .assert_invalid_credentials();
     env.login("carol", PASSWORD)
+        .await
+        .assert_invalid_credentials();
+    // Only failures count (alice's login above cost nothing): the third one spends it.
+    env.login("erin", PASSWORD)
         .await
         .assert_invalid_credentials();
     assert_rate_limited(&env.login("bob", PASSWORD).await);

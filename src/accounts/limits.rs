@@ -1,74 +1,521 @@
-//! Login abuse limits: token buckets per client IP and per username (`governor`). While a
-//! bucket is empty every attempt is refused with 429 and `Retry-After`, the right password
-//! included, so guessing costs the attacker time and never the victim's password hash
-//! work.
+//! Login and registration abuse limits: token buckets (GCRA) kept in memory per replica.
+//!
+//! The limits count *failures*, so that nobody can lock a user, or an office behind one
+//! NAT address, out of their account by failing on their behalf:
+//!
+//! - per (username, client IP), `login_rate_per_user`: a guesser at one address is slowed
+//!   down, and its failures never touch the budget of the user's own address;
+//! - per username from all IPs, `login_rate_per_user_all_ips`: every failure spends it,
+//!   but once it is spent it refuses only the addresses that have failed for that user
+//!   within the rate's period. A distributed guesser gets that budget plus one try per
+//!   fresh address; the user, from an address that has not failed, still logs in;
+//! - per client IP, `login_rate_per_ip`: failures for any user (password spraying).
+//!
+//! An attempt takes its tokens *before* the password is hashed and gives them back when
+//! the password was right, so a burst of concurrent attempts can never start more hashes
+//! than the budget has room for, and only failures stay spent. A right password still
+//! costs a hash, so a client IP also has a budget of password checks, right or wrong:
+//! [`CHECKS_PER_FAILURE`] times its failure budget, never given back. While any bucket an
+//! attempt needs is empty the attempt is refused with 429 and `Retry-After`, the right
+//! password included, and no hash is made.
+//!
+//! Registration has its own per-IP budget (`register_rate_per_ip`), spent by every
+//! registration that gets as far as hashing its password, and apart from the login ones.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-
-use crate::config::Rate;
+use crate::config::{AccountsConfig, Rate, RatePer};
 use crate::error::Error;
+
+/// Password checks (right or wrong) a client IP may start per failed login its budget
+/// allows: with the default 20 failures a minute, an office behind one address logs in
+/// 200 times a minute, and no address makes us compute more hashes than that.
+pub(crate) const CHECKS_PER_FAILURE: u32 = 10;
+
+/// Nanoseconds on the limiter's own monotonic clock.
+type Nanos = u64;
+
+/// Token buckets by key, as GCRA keeps them: one "theoretical arrival time" per key, the
+/// instant the bucket is full again. A key that is absent, or whose time has passed, has
+/// a full bucket. Behind a plain mutex: it is taken for a map lookup, never across an
+/// `.await`, and only by account requests, which wait for an argon2 hash anyway.
+#[derive(Debug)]
+struct Buckets<K> {
+    /// The time one token takes to come back.
+    interval: Nanos,
+    /// `interval` × burst: how far past now the arrival time may run.
+    capacity: Nanos,
+    full_at: Mutex<HashMap<K, Nanos>>,
+}
+
+impl<K: Hash + Eq + Clone> Buckets<K> {
+    /// `rate.count × multiplier` tokens per period, all of them available at once.
+    fn new(rate: Rate, multiplier: u32) -> Buckets<K> {
+        let period: Nanos = match rate.per {
+            RatePer::Second => 1_000_000_000,
+            RatePer::Minute => 60_000_000_000,
+            RatePer::Hour => 3_600_000_000_000,
+        };
+        let burst = u64::from(rate.count.max(1)) * u64::from(multiplier.max(1));
+        let interval = (period / burst).max(1);
+        Buckets {
+            interval,
+            capacity: interval.saturating_mul(burst),
+            full_at: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<K, Nanos>> {
+        // A panic while holding the lock leaves the map valid: every update is one insert.
+        self.full_at.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a token; when there is none, the time until there is one.
+    fn take(&self, key: &K, now: Nanos) -> Result<(), Nanos> {
+        let mut map = self.map();
+        let full_at = map.get(key).copied().unwrap_or(0).max(now);
+        let next = full_at.saturating_add(self.interval);
+        let ahead = next - now;
+        if ahead > self.capacity {
+            return Err(ahead - self.capacity);
+        }
+        map.insert(key.clone(), next);
+        Ok(())
+    }
+
+    /// Takes a token even from an empty bucket (which stays empty, no emptier).
+    fn charge(&self, key: &K, now: Nanos) {
+        let mut map = self.map();
+        let full_at = map.get(key).copied().unwrap_or(0).max(now);
+        let next = full_at
+            .saturating_add(self.interval)
+            .min(now.saturating_add(self.capacity));
+        map.insert(key.clone(), next);
+    }
+
+    /// Gives back a token taken earlier.
+    fn give_back(&self, key: &K) {
+        if let Some(full_at) = self.map().get_mut(key) {
+            *full_at = full_at.saturating_sub(self.interval);
+        }
+    }
+
+    /// Drops the buckets that are full again: they hold nothing an absent key does not.
+    fn forget_full(&self, now: Nanos) {
+        let mut map = self.map();
+        map.retain(|_, full_at| *full_at > now);
+        map.shrink_to_fit();
+    }
+}
+
+/// Retry-After in whole seconds, rounded up.
+fn retry_after(wait: Nanos) -> Error {
+    Error::RateLimited {
+        retry_after: wait.div_ceil(1_000_000_000),
+    }
+}
+
+/// A username as a bucket key: bounded before it becomes one, so a flood of long names
+/// costs little, and folded as the store folds names, so "Alice" and "alice" share one.
+fn user_key(user: &str) -> String {
+    user.chars().take(64).collect::<String>().to_lowercase()
+}
 
 #[derive(Debug)]
 pub(crate) struct LoginLimits {
-    per_ip: DefaultKeyedRateLimiter<IpAddr>,
-    per_user: DefaultKeyedRateLimiter<String>,
-    clock: DefaultClock,
+    /// The zero of every [`Nanos`] here.
+    epoch: Instant,
+    /// Failed logins per client IP.
+    failures_per_ip: Buckets<IpAddr>,
+    /// Password checks per client IP, right or wrong.
+    checks_per_ip: Buckets<IpAddr>,
+    /// Failed logins per (username, client IP).
+    failures_per_user_ip: Buckets<(String, IpAddr)>,
+    /// Failed logins per username, from every IP.
+    failures_per_user: Buckets<String>,
+    /// When each (username, client IP) last failed, for "has this address failed for
+    /// this user lately": kept for `failure_memory`.
+    last_failure: Mutex<HashMap<(String, IpAddr), Nanos>>,
+    /// The period of `login_rate_per_user_all_ips`: the time its bucket takes to refill.
+    failure_memory: Nanos,
+    /// Registrations per client IP.
+    registrations_per_ip: Buckets<IpAddr>,
 }
 
-fn quota(rate: Rate) -> Quota {
-    let n = NonZeroU32::new(rate.count.max(1)).expect("max(1) is non-zero");
-    let quota = match rate.per {
-        crate::config::RatePer::Second => Quota::per_second(n),
-        crate::config::RatePer::Minute => Quota::per_minute(n),
-        crate::config::RatePer::Hour => Quota::per_hour(n),
-    };
-    quota.allow_burst(n)
+/// A login attempt admitted by the limits, holding its tokens while the password is
+/// checked. [`LoginAttempt::succeeded`] gives them back and [`LoginAttempt::failed`]
+/// keeps them; an attempt dropped otherwise (the store failed, the client left) keeps
+/// them too, without counting as a failure of the user's.
+#[derive(Debug)]
+#[must_use = "an attempt is settled by succeeded() or failed()"]
+pub(crate) struct LoginAttempt<'a> {
+    limits: &'a LoginLimits,
+    /// (folded username, client IP).
+    key: (String, IpAddr),
+    /// Whether a token of the username's all-IPs bucket was taken (the IP had failed).
+    took_user_token: bool,
 }
 
 impl LoginLimits {
-    pub(crate) fn new(per_ip: Rate, per_user: Rate) -> LoginLimits {
+    pub(crate) fn new(accounts: &AccountsConfig) -> LoginLimits {
+        let all_ips = Buckets::new(accounts.login_rate_per_user_all_ips, 1);
         LoginLimits {
-            per_ip: RateLimiter::keyed(quota(per_ip)),
-            per_user: RateLimiter::keyed(quota(per_user)),
-            clock: DefaultClock::default(),
+            epoch: Instant::now(),
+            failures_per_ip: Buckets::new(accounts.login_rate_per_ip, 1),
+            checks_per_ip: Buckets::new(accounts.login_rate_per_ip, CHECKS_PER_FAILURE),
+            failures_per_user_ip: Buckets::new(accounts.login_rate_per_user, 1),
+            failure_memory: all_ips.capacity,
+            failures_per_user: all_ips,
+            last_failure: Mutex::new(HashMap::new()),
+            registrations_per_ip: Buckets::new(accounts.register_rate_per_ip, 1),
         }
     }
 
-    fn retry_after(
-        &self,
-        not_until: governor::NotUntil<<DefaultClock as governor::clock::Clock>::Instant>,
-    ) -> Error {
-        let wait = not_until.wait_time_from(self.clock.now());
-        Error::RateLimited {
-            retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+    fn now(&self) -> Nanos {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn last_failures(&self) -> MutexGuard<'_, HashMap<(String, IpAddr), Nanos>> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One registration from `ip`, about to hash its password.
+    pub(crate) fn register(&self, ip: IpAddr) -> Result<(), Error> {
+        self.registrations_per_ip
+            .take(&ip, self.now())
+            .map_err(retry_after)
+    }
+
+    /// One login attempt from `ip` for `user`, admitted when every bucket it needs has
+    /// room; a refused attempt holds no token.
+    pub(crate) fn login(&self, ip: IpAddr, user: &str) -> Result<LoginAttempt<'_>, Error> {
+        self.login_at(ip, user, self.now())
+    }
+
+    fn login_at(&self, ip: IpAddr, user: &str, now: Nanos) -> Result<LoginAttempt<'_>, Error> {
+        let key = (user_key(user), ip);
+        // A refused attempt makes no hash: it gives back the tokens it took so far.
+        let refused = |wait, taken| {
+            self.give_back_first(taken, &key);
+            retry_after(wait)
+        };
+        self.checks_per_ip
+            .take(&ip, now)
+            .map_err(|w| refused(w, 0))?;
+        self.failures_per_ip
+            .take(&ip, now)
+            .map_err(|w| refused(w, 1))?;
+        self.failures_per_user_ip
+            .take(&key, now)
+            .map_err(|w| refused(w, 2))?;
+        let failed_lately = self
+            .last_failures()
+            .get(&key)
+            .is_some_and(|at| now < at.saturating_add(self.failure_memory));
+        if failed_lately {
+            self.failures_per_user
+                .take(&key.0, now)
+                .map_err(|w| refused(w, 3))?;
+        }
+        Ok(LoginAttempt {
+            limits: self,
+            key,
+            took_user_token: failed_lately,
+        })
+    }
+
+    /// Gives back the first `taken` of the tokens an attempt takes, in the order it takes
+    /// them.
+    fn give_back_first(&self, taken: usize, key: &(String, IpAddr)) {
+        if taken > 0 {
+            self.checks_per_ip.give_back(&key.1);
+        }
+        if taken > 1 {
+            self.failures_per_ip.give_back(&key.1);
+        }
+        if taken > 2 {
+            self.failures_per_user_ip.give_back(key);
         }
     }
 
-    /// One attempt from `ip`: refused when its bucket is empty.
-    pub(crate) fn check_ip(&self, ip: IpAddr) -> Result<(), Error> {
-        self.per_ip.check_key(&ip).map_err(|n| self.retry_after(n))
-    }
-
-    /// One login attempt from `ip` for `user`: both buckets must have room.
-    pub(crate) fn check(&self, ip: IpAddr, user: &str) -> Result<(), Error> {
-        self.check_ip(ip)?;
-        // Names are bounded before they become keys, so a flood of long names costs little,
-        // and folded as the store folds them, so "Alice" and "alice" share one bucket.
-        let key: String = user.chars().take(64).collect::<String>().to_lowercase();
-        self.per_user
-            .check_key(&key)
-            .map_err(|n| self.retry_after(n))
-    }
-
-    /// Forgets buckets that have refilled, bounding memory under a flood of keys.
+    /// Forgets buckets that have refilled and failures past memory, bounding memory under
+    /// a flood of keys.
     pub(crate) fn forget_idle(&self) {
-        self.per_ip.retain_recent();
-        self.per_user.retain_recent();
-        self.per_ip.shrink_to_fit();
-        self.per_user.shrink_to_fit();
+        self.forget_idle_at(self.now());
+    }
+
+    fn forget_idle_at(&self, now: Nanos) {
+        self.failures_per_ip.forget_full(now);
+        self.checks_per_ip.forget_full(now);
+        self.failures_per_user_ip.forget_full(now);
+        self.failures_per_user.forget_full(now);
+        self.registrations_per_ip.forget_full(now);
+        let mut last = self.last_failures();
+        last.retain(|_, at| now < at.saturating_add(self.failure_memory));
+        last.shrink_to_fit();
+    }
+}
+
+impl LoginAttempt<'_> {
+    /// The password was right: the failure budgets get their tokens back (the password
+    /// check stays counted), and the address is no longer one that failed for the user.
+    pub(crate) fn succeeded(self) {
+        let limits = self.limits;
+        limits.failures_per_ip.give_back(&self.key.1);
+        limits.failures_per_user_ip.give_back(&self.key);
+        if self.took_user_token {
+            limits.failures_per_user.give_back(&self.key.0);
+        }
+        limits.last_failures().remove(&self.key);
+    }
+
+    /// The password was wrong (or the user unknown or disabled): the tokens stay spent,
+    /// the username's all-IPs budget is spent too, and the address is remembered as one
+    /// that failed for the user.
+    pub(crate) fn failed(self) {
+        let now = self.limits.now();
+        self.failed_at(now);
+    }
+
+    fn failed_at(self, now: Nanos) {
+        let limits = self.limits;
+        if !self.took_user_token {
+            limits.failures_per_user.charge(&self.key.0, now);
+        }
+        limits.last_failures().insert(self.key, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Nanos = 1_000_000_000;
+    const MINUTE: Nanos = 60 * SECOND;
+
+    fn rate(count: u32, per: RatePer) -> Rate {
+        Rate { count, per }
+    }
+
+    fn limits(per_ip: Rate, per_user: Rate, all_ips: Rate) -> LoginLimits {
+        LoginLimits::new(&AccountsConfig {
+            prefix: "/auth".into(),
+            registration: true,
+            min_password_length: 10,
+            login_rate_per_ip: per_ip,
+            login_rate_per_user: per_user,
+            login_rate_per_user_all_ips: all_ips,
+            register_rate_per_ip: rate(2, RatePer::Hour),
+        })
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    fn is_limited(result: &Result<LoginAttempt<'_>, Error>) -> bool {
+        matches!(result, Err(Error::RateLimited { .. }))
+    }
+
+    #[test]
+    fn buckets_refill_and_give_back() {
+        let buckets: Buckets<u8> = Buckets::new(rate(2, RatePer::Minute), 1);
+        assert_eq!(buckets.take(&1, 0), Ok(()));
+        assert_eq!(buckets.take(&1, 0), Ok(()));
+        // Empty: the next token comes back half a minute after the first was taken.
+        assert_eq!(buckets.take(&1, 0), Err(30 * SECOND));
+        assert_eq!(buckets.take(&1, 10 * SECOND), Err(20 * SECOND));
+        assert_eq!(buckets.take(&1, 30 * SECOND), Ok(()));
+        buckets.give_back(&1);
+        assert_eq!(buckets.take(&1, 30 * SECOND), Ok(()));
+        // Charging an empty bucket keeps it empty for at most its capacity.
+        buckets.charge(&1, 30 * SECOND);
+        buckets.charge(&1, 30 * SECOND);
+        assert_eq!(buckets.take(&1, 30 * SECOND), Err(30 * SECOND));
+        buckets.forget_full(90 * SECOND);
+        assert!(buckets.map().is_empty());
+    }
+
+    /// Regression (issue 9 item 9): anyone could lock a user out by failing logins on
+    /// their name; only the failing address is refused now.
+    #[test]
+    fn failures_from_one_address_do_not_lock_out_another() {
+        let limits = limits(
+            rate(1000, RatePer::Minute),
+            rate(3, RatePer::Minute),
+            rate(30, RatePer::Hour),
+        );
+        let (attacker, victim) = (ip(1), ip(2));
+        for _ in 0..3 {
+            limits
+                .login_at(attacker, "alice", 0)
+                .expect("admitted")
+                .failed_at(0);
+        }
+        assert!(is_limited(&limits.login_at(attacker, "Alice", 0)));
+        limits
+            .login_at(victim, "alice", 0)
+            .expect("the victim's address is not limited")
+            .succeeded();
+    }
+
+    /// Regression (issue 9 item 9): successful logins spent the per-user budget.
+    #[test]
+    fn only_failures_spend_the_user_budgets() {
+        let limits = limits(
+            rate(1000, RatePer::Minute),
+            rate(2, RatePer::Minute),
+            rate(2, RatePer::Hour),
+        );
+        for _ in 0..10 {
+            limits
+                .login_at(ip(1), "alice", 0)
+                .expect("admitted")
+                .succeeded();
+        }
+        limits
+            .login_at(ip(1), "alice", 0)
+            .expect("admitted")
+            .failed_at(0);
+        limits
+            .login_at(ip(1), "alice", 0)
+            .expect("admitted")
+            .failed_at(0);
+        assert!(is_limited(&limits.login_at(ip(1), "alice", 0)));
+    }
+
+    #[test]
+    fn the_all_ips_budget_refuses_only_addresses_that_failed() {
+        let limits = limits(
+            rate(1000, RatePer::Minute),
+            rate(1000, RatePer::Minute),
+            rate(3, RatePer::Hour),
+        );
+        // Three addresses fail once each: the user's all-IPs budget is spent.
+        for n in 1..=3 {
+            limits
+                .login_at(ip(n), "alice", 0)
+                .expect("admitted")
+                .failed_at(0);
+        }
+        for n in 1..=3 {
+            assert!(is_limited(&limits.login_at(ip(n), "alice", MINUTE)), "{n}");
+        }
+        // An address with no failure gets its try; once it fails it is refused too.
+        limits
+            .login_at(ip(4), "alice", MINUTE)
+            .expect("fresh")
+            .failed_at(MINUTE);
+        assert!(is_limited(&limits.login_at(ip(4), "alice", MINUTE)));
+        // The user from an address that has not failed logs in.
+        limits
+            .login_at(ip(5), "alice", MINUTE)
+            .expect("fresh")
+            .succeeded();
+        // Another user is untouched.
+        limits
+            .login_at(ip(1), "bob", MINUTE)
+            .expect("bob")
+            .succeeded();
+        // After the period, the failed addresses are forgotten.
+        let later = 62 * MINUTE;
+        limits.forget_idle_at(later);
+        assert!(limits.last_failures().is_empty());
+        limits
+            .login_at(ip(1), "alice", later)
+            .expect("forgotten")
+            .succeeded();
+    }
+
+    /// Regression (issue 9 item 12): successful logins spent the per-IP budget.
+    #[test]
+    fn the_ip_budget_counts_failures_and_bounds_password_checks() {
+        let failures = limits(
+            rate(3, RatePer::Minute),
+            rate(1000, RatePer::Minute),
+            rate(1000, RatePer::Hour),
+        );
+        // Successes are free of the failure budget...
+        for n in 0..10 {
+            failures
+                .login_at(ip(1), &format!("user{n}"), 0)
+                .expect("admitted")
+                .succeeded();
+        }
+        // ...which still holds three failures...
+        for n in 0..3 {
+            failures
+                .login_at(ip(1), &format!("guess{n}"), 0)
+                .expect("admitted")
+                .failed_at(0);
+        }
+        assert!(is_limited(&failures.login_at(ip(1), "user0", 0)));
+        // ...while another address is untouched.
+        failures
+            .login_at(ip(2), "user0", 0)
+            .expect("admitted")
+            .succeeded();
+        // But every check counts against CHECKS_PER_FAILURE × the budget: 30 a minute.
+        let checks = limits(
+            rate(3, RatePer::Minute),
+            rate(1000, RatePer::Minute),
+            rate(1000, RatePer::Hour),
+        );
+        for _ in 0..3 * CHECKS_PER_FAILURE {
+            checks
+                .login_at(ip(1), "alice", 0)
+                .expect("admitted")
+                .succeeded();
+        }
+        assert!(is_limited(&checks.login_at(ip(1), "alice", 0)));
+    }
+
+    #[test]
+    fn attempts_in_flight_hold_their_tokens() {
+        let limits = limits(
+            rate(2, RatePer::Minute),
+            rate(1000, RatePer::Minute),
+            rate(1000, RatePer::Hour),
+        );
+        // Two concurrent attempts take the whole failure budget before either is checked.
+        let first = limits.login_at(ip(1), "alice", 0).expect("first");
+        let second = limits.login_at(ip(1), "bob", 0).expect("second");
+        assert!(is_limited(&limits.login_at(ip(1), "carol", 0)));
+        first.succeeded();
+        // A refused attempt gives back what it took: the one free token is still there.
+        limits
+            .login_at(ip(1), "carol", 0)
+            .expect("third")
+            .failed_at(0);
+        drop(second);
+        assert!(is_limited(&limits.login_at(ip(1), "dave", 0)));
+    }
+
+    /// Regression (issue 9 item 12): registrations spent the login budget.
+    #[test]
+    fn registrations_have_their_own_budget() {
+        let limits = limits(
+            rate(1, RatePer::Minute),
+            rate(1000, RatePer::Minute),
+            rate(1000, RatePer::Hour),
+        );
+        assert!(limits.register(ip(1)).is_ok());
+        assert!(limits.register(ip(1)).is_ok());
+        assert!(matches!(
+            limits.register(ip(1)),
+            Err(Error::RateLimited { retry_after: 1800 })
+        ));
+        limits
+            .login(ip(1), "alice")
+            .expect("login budget untouched")
+            .failed();
+        assert!(is_limited(&limits.login(ip(1), "alice")));
+        assert!(limits.register(ip(2)).is_ok());
     }
 }

@@ -69,6 +69,7 @@ pub(super) struct RawTokens {
     pub(super) access_ttl: Option<Spanned<String>>,
     pub(super) refresh_ttl: Option<Spanned<String>>,
     pub(super) leeway: Option<Spanned<String>>,
+    pub(super) max_lifetime: Option<Spanned<String>>,
     pub(super) verified_cache: Option<Spanned<i64>>,
 }
 
@@ -84,6 +85,8 @@ pub(super) struct RawAccounts {
     pub(super) min_password_length: Option<Spanned<i64>>,
     pub(super) login_rate_per_ip: Option<Spanned<String>>,
     pub(super) login_rate_per_user: Option<Spanned<String>>,
+    pub(super) login_rate_per_user_all_ips: Option<Spanned<String>>,
+    pub(super) register_rate_per_ip: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -324,6 +327,8 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "min_password_length",
             "login_rate_per_ip",
             "login_rate_per_user",
+            "login_rate_per_user_all_ips",
+            "register_rate_per_ip",
         ],
         ["server"] => &[
             "listen",
@@ -354,6 +359,7 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "access_ttl",
             "refresh_ttl",
             "leeway",
+            "max_lifetime",
             "verified_cache",
         ],
         ["identity"] => &["user_header", "claim_headers", "forward_authorization"],

@@ -747,6 +747,123 @@ fn token_errors_name_their_line_and_key() {
     check_refused(TOKEN_ERRORS);
 }
 
+#[test]
+fn max_lifetime_defaults_to_twice_the_longer_ttl() {
+    let dir = Dir::new();
+    assert_eq!(
+        dir.ok(BASE).tokens.max_lifetime,
+        DEFAULT_REFRESH_TTL * DEFAULT_MAX_LIFETIME_TTL_FACTOR
+    );
+    let text = base_with(
+        "signing_key = \"jwt.pem\"\n",
+        "signing_key = \"jwt.pem\"\naccess_ttl = \"2h\"\nrefresh_ttl = \"30m\"\n",
+    );
+    assert_eq!(
+        dir.ok(&text).tokens.max_lifetime,
+        Duration::from_secs(4 * 3600)
+    );
+    let text = base_with(
+        "signing_key = \"jwt.pem\"\n",
+        "signing_key = \"jwt.pem\"\nmax_lifetime = \"7d\"\n",
+    );
+    assert_eq!(
+        dir.ok(&text).tokens.max_lifetime,
+        Duration::from_secs(7 * 86_400),
+        "exactly refresh_ttl is enough"
+    );
+}
+
+#[test]
+fn a_bad_max_lifetime_names_its_key_and_line() {
+    let dir = Dir::new();
+    let with = |value: &str| {
+        base_with(
+            "signing_key = \"jwt.pem\"\n",
+            &format!("signing_key = \"jwt.pem\"\nmax_lifetime = \"{value}\"\n"),
+        )
+    };
+    assert_eq!(
+        dir.errors(&with("forever")),
+        vec![dir.issue(
+            7,
+            "tokens.max_lifetime",
+            "\"forever\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")"
+        )]
+    );
+    for short in ["6d", "0s", "15m"] {
+        assert_eq!(
+            dir.errors(&with(short)),
+            vec![dir.issue(
+                7,
+                "tokens.max_lifetime",
+                &format!(
+                    "\"{short}\" is shorter than access_ttl or refresh_ttl: the gateway would refuse its own tokens"
+                )
+            )]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Accounts
+
+#[test]
+fn accounts_limits_take_their_defaults_and_values() {
+    let dir = Dir::new();
+    let accounts = dir.ok(BASE).accounts;
+    assert_eq!(
+        accounts.rates(),
+        [
+            DEFAULT_LOGIN_RATE_PER_IP,
+            DEFAULT_LOGIN_RATE_PER_USER,
+            DEFAULT_LOGIN_RATE_PER_USER_ALL_IPS,
+            DEFAULT_REGISTER_RATE_PER_IP,
+        ]
+    );
+    let text = format!(
+        "{BASE}[store]\nurl = \"sqlite://a.db\"\n[accounts]\nlogin_rate_per_ip = \"7/s\"\nlogin_rate_per_user = \"3/m\"\n\
+         login_rate_per_user_all_ips = \"12/h\"\nregister_rate_per_ip = \"4/m\"\n"
+    );
+    let rate = |count, per| Rate { count, per };
+    assert_eq!(
+        dir.ok(&text).accounts.rates(),
+        [
+            rate(7, RatePer::Second),
+            rate(3, RatePer::Minute),
+            rate(12, RatePer::Hour),
+            rate(4, RatePer::Minute),
+        ]
+    );
+}
+
+#[test]
+fn bad_rates_name_their_key_and_line() {
+    let dir = Dir::new();
+    let text = format!(
+        "{BASE}[store]\nurl = \"sqlite://a.db\"\n[accounts]\nlogin_rate_per_user_all_ips = \"0/h\"\nregister_rate_per_ip = \"10/d\"\n\
+         login_rate_per_ip = \"ten/m\"\nlogin_rate_per_user = \"5\"\n"
+    );
+    let message = |value: &str| format!("\"{value}\" is not a rate like \"5/m\" (per s, m or h)");
+    assert_eq!(
+        dir.errors(&text),
+        vec![
+            dir.issue(18, "accounts.login_rate_per_user_all_ips", &message("0/h")),
+            dir.issue(19, "accounts.register_rate_per_ip", &message("10/d")),
+            dir.issue(20, "accounts.login_rate_per_ip", &message("ten/m")),
+            dir.issue(21, "accounts.login_rate_per_user", &message("5")),
+        ]
+    );
+    let typo =
+        format!("{BASE}[store]\nurl = \"sqlite://a.db\"\n[accounts]\nregister_rate = \"10/h\"\n");
+    let errors = dir.errors(&typo);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].key, "accounts.register_rate");
+    assert!(
+        errors[0].message.contains("`register_rate_per_ip`"),
+        "{errors:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Previous keys
 
