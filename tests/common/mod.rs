@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 pub mod metrics;
 pub mod process;
+pub mod wire;
 
 /// The error description of a revoked token.
 pub const REVOKED: &str = "the token has been revoked";

@@ -1,12 +1,12 @@
-//! Regression tests for the security review's issue 9, items 7, 9 and 12, through the real
-//! gateway (real TLS, a real recording upstream, a real SQLite store):
+//! What an attacker tries with tokens and logins, through the real gateway (real TLS, a
+//! real recording upstream, a real SQLite store):
 //!
-//! - claims (item 7): `iat` in the future, absurd lifetimes, and claims that are not
+//! - claims: `iat` in the future, absurd lifetimes, and claims that are not
 //!   visible ASCII are refused before anything reaches the upstream;
-//! - login lockout (item 9): failures are counted per (user, client IP), so failing on
+//! - login lockout: failures are counted per (user, client IP), so failing on
 //!   someone's name from one address does not lock them out from another, and a cap per
 //!   user across addresses refuses only the addresses that failed;
-//! - login budgets (item 12): successful logins and registrations do not spend the per-IP
+//! - login budgets: successful logins and registrations do not spend the per-IP
 //!   login budget, which still bounds the password checks an address can ask for.
 //!
 //! Client addresses are made distinct by a trusted proxy's `X-Forwarded-For`: the
