@@ -2,7 +2,8 @@
 # Memory and start-up of the release binary:
 #   - time from exec to /readyz answering 200 (best and median of RUNS starts);
 #   - resident memory idle, and with CONNS idle keep-alive connections open (each has
-#     made one request), held by bench/hold.py, then after 30 failed logins;
+#     made one request), held by bench/hold.py, then after 30 failed logins and after
+#     a scripted attack mix (bench/attack.py);
 #     everything on 127.0.0.1, bounded in time.
 #
 #   bench/footprint.sh                  # CONNS=10000 RUNS=10
@@ -99,9 +100,17 @@ sleep 1
 login_rss=$(kib "$pid" VmRSS)
 login_hwm=$(kib "$pid" VmHWM)
 
+# A scripted attack mix (bench/attack.py): HTTP/2 stream floods, large heads, forged
+# tokens, long paths, failed logins with huge names, silent connections.
+timeout 300 python3 "$ROOT/bench/attack.py" "$PORT" >"$OUT/attack.txt" 2>&1 || true
+sleep 1
+attack_rss=$(kib "$pid" VmRSS)
+attack_hwm=$(kib "$pid" VmHWM)
+
 per_conn=$(( (held_rss - idle_rss) * 1024 / CONNS ))
 echo "start to ready: best ${best} ms, median ${median} ms over $RUNS starts"
 echo "RSS idle: $((idle_rss / 1024)) MiB ($idle_rss KiB)"
 echo "RSS with $CONNS idle keep-alive connections (open per metrics: $open): $((held_rss / 1024)) MiB, peak $((held_hwm / 1024)) MiB, ~$per_conn bytes per connection"
 echo "RSS after 30 failed logins: $((login_rss / 1024)) MiB, peak so far $((login_hwm / 1024)) MiB"
+echo "RSS after the attack mix (bench/attack.py): $((attack_rss / 1024)) MiB, peak so far $((attack_hwm / 1024)) MiB"
 echo "results: $OUT"
