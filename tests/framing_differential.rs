@@ -781,6 +781,7 @@ const CORPUS: &[Shape] = &[
         served: &[],
         refusal: Some(400),
     },
+    // --- Chunk-size lines, chunk ends and trailers. -----------------------------------
     Shape {
         name: "chunk sizes with leading zeros",
         wire: b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0005\r\nhello\r\n0000\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
