@@ -1,7 +1,8 @@
 //! The limits and timeouts that protect the gateway's listener, through the real gateway:
 //! slow and silent request heads (`header_read_timeout`), heads too large or with too many
-//! lines (431), bodies over the limit (413) or stalled (408), request smuggling by
-//! conflicting framing (400), and the connection cap (`max_connections`).
+//! lines (431), bodies over the limit (413) or stalled (408), request smuggling (conflicting
+//! framing is 400; the smuggling corpus's most dangerous shapes reach the upstream neither
+//! hidden nor twice), and the connection cap (`max_connections`).
 
 mod common;
 
@@ -35,6 +36,13 @@ async fn exchange(addr: SocketAddr, ca_pem: &str, raw: Vec<u8>) -> (u16, String)
     write.abort();
     let text = String::from_utf8_lossy(&out).into_owned();
     (raw_status(&text), text)
+}
+
+/// The status of every response in a raw exchange, in order.
+fn statuses(text: &str) -> Vec<u16> {
+    text.match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| text.get(at + 9..at + 12)?.parse().ok())
+        .collect()
 }
 
 /// How long until the gateway closes `stream`, while `drip` sends one byte every 300 ms;
@@ -471,11 +479,7 @@ async fn content_length_with_transfer_encoding_is_400_and_nothing_is_forwarded()
             read.is_ok(),
             "{framing:?}: the connection is closed after the refusal:\n{text}"
         );
-        let statuses: Vec<u16> = text
-            .match_indices("HTTP/1.1 ")
-            .filter_map(|(at, _)| text[at + 9..at + 12].parse().ok())
-            .collect();
-        assert_eq!(statuses, vec![200, 400], "{framing:?}: {text}");
+        assert_eq!(statuses(&text), vec![200, 400], "{framing:?}: {text}");
         assert!(
             text.contains("both Content-Length and Transfer-Encoding"),
             "{framing:?}: {text}"
@@ -548,4 +552,104 @@ async fn a_connection_over_max_connections_takes_the_slot_of_an_idle_one() {
         .expect("in time")
         .expect("a response");
     assert_eq!(raw_status(&String::from_utf8_lossy(&response)), 200);
+}
+
+/// The most dangerous shapes of the smuggling corpus (tests/framing_differential.rs), each
+/// on its own connection through the real gateway: the upstream sees each request at most
+/// once, exactly the ones expected, and never one hidden in another's body; the client gets
+/// the answers listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_shapes_never_reach_the_upstream_hidden_or_twice() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let gw = setup.start().await;
+    const SMUGGLED: &str = "GET /public/smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let conflicting = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"
+        )
+    };
+    let shapes: Vec<(&str, String, &[u16], &[&str])> = vec![
+        (
+            "CL.TE",
+            format!(
+                "POST /public/cl-te HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}",
+                5 + SMUGGLED.len()
+            ),
+            &[400],
+            &[],
+        ),
+        (
+            "TE.CL",
+            format!(
+                "POST /public/te-cl HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n{:x}\r\n{SMUGGLED}\r\n0\r\n\r\n",
+                SMUGGLED.len()
+            ),
+            &[400],
+            &[],
+        ),
+        (
+            "TE.TE, the last one not chunked",
+            format!(
+                "POST /public/te-te HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n0\r\n\r\n{SMUGGLED}"
+            ),
+            &[400],
+            &[],
+        ),
+        (
+            "a list of equal lengths, then CL and TE",
+            format!(
+                "POST /public/list HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5, 5\r\n\r\nhello{}",
+                conflicting("/public/after-list")
+            ),
+            &[400],
+            &[],
+        ),
+        (
+            "a WebSocket upgrade the upstream answers 200, then CL and TE",
+            format!(
+                "GET /public/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n{}",
+                conflicting("/public/after-ws")
+            ),
+            &[200, 400],
+            &["/public/ws"],
+        ),
+        (
+            "a bare LF after the last chunk, swallowing a request as trailers",
+            format!(
+                "POST /public/swallow HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\n{SMUGGLED}GET /public/last HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            ),
+            &[200, 200],
+            &["/public/swallow", "/public/last"],
+        ),
+        (
+            "Expect: 100-continue refused 401 unread, the body spelling requests",
+            format!(
+                "POST /orders/1 HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n{SMUGGLED}",
+                SMUGGLED.len()
+            ),
+            &[401],
+            &[],
+        ),
+    ];
+    let sent = shapes
+        .iter()
+        .map(|(_, wire, _, _)| exchange(gw.addr, &setup.pki.ca_pem, wire.clone().into_bytes()));
+    let answers = futures_util::future::join_all(sent).await;
+    for ((name, _, expected, _), (_, text)) in shapes.iter().zip(&answers) {
+        assert_eq!(statuses(text), *expected, "{name}: {text}");
+    }
+    let mut received: Vec<String> = setup
+        .upstream
+        .received()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    received.sort();
+    let mut expected: Vec<&str> = shapes
+        .iter()
+        .flat_map(|(_, _, _, paths)| *paths)
+        .copied()
+        .collect();
+    expected.sort();
+    assert_eq!(received, expected);
 }
