@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use authgate::auth::{Caller, TokenCache, Via};
 use authgate::jwt::{Algorithm, Claims, Key, OneOrMany, Signer, Verifier};
-use authgate::routes::{Auth, PathPattern, Route, RouteTable, normalize};
+use authgate::routes::{Auth, PathPattern, Require, Route, RouteTable, normalize};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
 
@@ -107,10 +107,11 @@ fn paths(c: &mut Criterion) {
         },
         methods: None,
         auth: Auth::Required,
-        required_roles: Vec::new(),
+        require: Require::default(),
         upstream: 0,
         max_body_bytes: 1 << 20,
         websocket: true,
+        rewrite: None,
     };
     let table = RouteTable::new(vec![
         route(0, "/public"),

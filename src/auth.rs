@@ -92,7 +92,10 @@ impl Authenticator {
                 .identity
                 .claim_headers
                 .iter()
-                .map(|(_, claim)| claim.as_str()),
+                .map(|(_, claim)| claim.as_str())
+                .chain(config.routes.iter().flat_map(|route| {
+                    route.require.claims.iter().map(|(claim, _)| claim.as_str())
+                })),
         );
         Authenticator {
             verifier,

@@ -12,7 +12,7 @@ use crate::config::{Config, ConfigErrors, LoadOptions, UpstreamTarget};
 use crate::error::error_chain;
 use crate::jwt::{Algorithm, KeyError, SignError};
 use crate::passwords::PasswordError;
-use crate::routes::{Auth, normalize};
+use crate::routes::{Auth, Require, normalize};
 use crate::store::{Store, StoreError, User};
 
 #[derive(Debug, Parser)]
@@ -290,13 +290,13 @@ fn explain(path: &Path, method: &str, url: &str) -> Result<(), CliError> {
         "auth",
         &match route.auth {
             Auth::Public => "public (no token needed)".to_owned(),
-            Auth::Required if route.required_roles.is_empty() => {
+            Auth::Optional => {
+                "optional: a valid access token adds the identity; none passes without".to_owned()
+            }
+            Auth::Required if route.require.is_empty() => {
                 "required: a valid access token".to_owned()
             }
-            Auth::Required => format!(
-                "required: an access token with roles {}",
-                route.required_roles.join(", ")
-            ),
+            Auth::Required => format!("required: an access token {}", describe(&route.require)),
         },
     );
     let upstream = &config.upstreams[route.upstream];
@@ -308,8 +308,32 @@ fn explain(path: &Path, method: &str, url: &str) -> Result<(), CliError> {
     };
     say("upstream", &format!("{} ({target})", upstream.name));
     let query = uri.query().map_or_else(String::new, |q| format!("?{q}"));
-    say("forwarded", &format!("{method} {normalized}{query}"));
+    let forwarded = route
+        .rewritten(&normalized)
+        .unwrap_or_else(|| normalized.into_owned());
+    say("forwarded", &format!("{method} {forwarded}{query}"));
     Ok(())
+}
+
+/// A route's requirements as `explain` says them.
+fn describe(require: &Require) -> String {
+    let mut parts = Vec::new();
+    if !require.roles.is_empty() {
+        parts.push(format!("with roles {}", require.roles.join(", ")));
+    }
+    if !require.any_roles.is_empty() {
+        parts.push(format!(
+            "with one of the roles {}",
+            require.any_roles.join(", ")
+        ));
+    }
+    for (claim, value) in &require.claims {
+        parts.push(format!("whose {claim} is or contains \"{value}\""));
+    }
+    if require.fresh {
+        parts.push("fresh from a password login".to_owned());
+    }
+    parts.join(", ")
 }
 
 fn key_generate(alg: &str, out: &Path, force: bool) -> Result<(), CliError> {

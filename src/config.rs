@@ -23,7 +23,7 @@ use toml::Spanned;
 
 use crate::headers;
 use crate::jwt::{Algorithm, Key};
-use crate::routes::{Auth, PathPattern, Route, RouteTable, normalize};
+use crate::routes::{Auth, PathPattern, Require, Route, RouteTable, normalize};
 use crate::tls;
 use raw::{RawConfig, RawPreviousKey, Source};
 pub use values::parse_duration;
@@ -1405,29 +1405,39 @@ impl Ctx<'_> {
             let auth = match r.auth.as_ref().map(|a| a.get_ref().as_str()) {
                 None | Some("required") => Auth::Required,
                 Some("public") => Auth::Public,
+                Some("optional") => Auth::Optional,
                 Some(other) => {
                     self.error(
                         r.auth.as_ref().unwrap_or(&r.path),
                         &format!("{key}.auth"),
-                        format!("\"{other}\" is neither \"required\" nor \"public\""),
+                        format!("\"{other}\" is not \"required\", \"public\" or \"optional\""),
                     );
                     Auth::Required
                 }
             };
-            let required_roles = r
-                .require
-                .as_ref()
-                .map(|req| req.get_ref().roles.clone())
-                .unwrap_or_default();
-            if auth == Auth::Public
+            let require = r.require.as_ref().map_or_else(Require::default, |req| {
+                let req = req.get_ref();
+                Require {
+                    roles: req.roles.clone(),
+                    any_roles: req.any_roles.clone(),
+                    claims: req.claims.clone().into_iter().collect(),
+                    fresh: req.fresh,
+                }
+            });
+            if auth != Auth::Required
                 && let Some(req) = &r.require
             {
                 self.error(
                     req,
                     &format!("{key}.require"),
-                    "a public route cannot require roles",
+                    if auth == Auth::Public {
+                        "a public route cannot require roles"
+                    } else {
+                        "an optional route cannot require anything: a request without a token passes it"
+                    },
                 );
             }
+            let rewrite = self.route_rewrite(r, &key);
             let upstream = upstreams
                 .iter()
                 .position(|u| u.name.get_ref() == r.upstream.get_ref());
@@ -1452,9 +1462,10 @@ impl Ctx<'_> {
                     pattern,
                     methods,
                     auth,
-                    required_roles,
+                    require,
                     upstream,
                     websocket: r.websocket.unwrap_or(true),
+                    rewrite,
                 });
             }
         }
@@ -1480,6 +1491,39 @@ impl Ctx<'_> {
             }
         }
         table
+    }
+
+    /// What replaces a route's matched prefix upstream: `strip_prefix = true` is `"/"`,
+    /// `rewrite` a canonical path prefix of its own; not both.
+    fn route_rewrite(&mut self, r: &raw::RawRoute, key: &str) -> Option<String> {
+        let strip = r.strip_prefix.as_ref().filter(|s| *s.get_ref());
+        match (strip, &r.rewrite) {
+            (Some(strip), Some(_)) => {
+                self.error(
+                    strip,
+                    &format!("{key}.strip_prefix"),
+                    "strip_prefix and rewrite cannot both be set: rewrite = \"/\" strips",
+                );
+                None
+            }
+            (Some(_), None) => Some("/".to_owned()),
+            (None, Some(to)) => {
+                let rewrite_key = format!("{key}.rewrite");
+                if to.get_ref().starts_with('=') {
+                    self.error(
+                        to,
+                        &rewrite_key,
+                        "a rewrite is a path prefix, not an exact path",
+                    );
+                    return None;
+                }
+                match self.route_path(to, &rewrite_key)? {
+                    PathPattern::Prefix(prefix) => Some(prefix),
+                    PathPattern::Exact(_) => None,
+                }
+            }
+            (None, None) => None,
+        }
     }
 
     fn route_path(&mut self, at: &Spanned<String>, key: &str) -> Option<PathPattern> {

@@ -197,19 +197,25 @@ impl Gateway {
         let caller = match route.auth {
             Auth::Public => None,
             Auth::Required => Some(self.auth.authenticate(req.headers())?),
+            Auth::Optional => match self.auth.authenticate(req.headers()) {
+                Ok(caller) => Some(caller),
+                Err(Error::MissingToken) => None,
+                Err(refused) => return Err(refused),
+            },
         };
         if log.enabled {
             log.user = caller.as_deref().map(|c| c.name().to_owned());
         }
 
         // 5. authorize
-        if !route.permits(caller.as_deref().map_or(&[], |c| c.roles())) {
+        if !route.permits(caller.as_deref().map(|c| &c.claims)) {
             return Err(Error::InsufficientScope);
         }
 
         // 6. forward
         let forward = Forward {
-            normalized_path: normalized,
+            // The path the decision was made on, rewritten only by the route's own rule.
+            normalized_path: route.rewritten(path).or(normalized),
             upstream: route.upstream,
             caller: caller.as_ref(),
             auth: &self.auth,

@@ -179,6 +179,29 @@ const TYPED_CLAIMS: &[&str] = &[
 ];
 
 impl Claims {
+    /// Whether claim `name` is `wanted`, or contains it: as one of an array's items, or as
+    /// one of the space-separated words of a string (OAuth's `scope`).
+    pub fn claim_holds(&self, name: &str, wanted: &str) -> bool {
+        match name {
+            "roles" => self.roles.contains(wanted),
+            "aud" => self.aud.as_ref().is_some_and(|a| a.contains(wanted)),
+            name if TYPED_CLAIMS.contains(&name) => {
+                self.header_text(name).is_some_and(|text| text == wanted)
+            }
+            name => match self.extra.get(name) {
+                Some(serde_json::Value::String(s)) => {
+                    s == wanted || s.split(' ').any(|word| word == wanted)
+                }
+                Some(serde_json::Value::Array(items)) => items.iter().any(|item| item == wanted),
+                Some(serde_json::Value::Bool(b)) => wanted.parse() == Ok(*b),
+                Some(serde_json::Value::Number(n)) => {
+                    n.as_i64().is_some_and(|n| wanted.parse() == Ok(n))
+                }
+                _ => false,
+            },
+        }
+    }
+
     /// A claim as header text: strings as they are, arrays comma-joined, numbers and
     /// booleans printed; `None` when absent or an object.
     pub fn header_text(&self, name: &str) -> Option<Cow<'_, str>> {

@@ -9,6 +9,8 @@ mod normalize;
 
 use http::Method;
 
+use crate::jwt::Claims;
+
 pub use normalize::{PathError, match_key, normalize};
 
 /// How a route's path is compared with the request path.
@@ -55,6 +57,44 @@ impl std::fmt::Display for PathPattern {
 pub enum Auth {
     Required,
     Public,
+    /// A valid token adds the identity; no token passes without one; a token that is
+    /// there but invalid is still refused (no silent downgrade).
+    Optional,
+}
+
+/// What a route asks of the caller's token beyond being valid (403 when it falls short).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Require {
+    /// Every one of these roles.
+    pub roles: Vec<String>,
+    /// At least one of these roles (none listed: no condition).
+    pub any_roles: Vec<String>,
+    /// Each claim equal to its value, or containing it (an array item, a word of a
+    /// space-separated string such as `scope`).
+    pub claims: Vec<(String, String)>,
+    /// The token came from a password login, not a refresh.
+    pub fresh: bool,
+}
+
+impl Require {
+    pub fn is_empty(&self) -> bool {
+        *self == Require::default()
+    }
+
+    /// Whether a caller with these claims (`None`: no token) meets every condition.
+    pub fn is_met_by(&self, claims: Option<&Claims>) -> bool {
+        let Some(claims) = claims else {
+            return self.is_empty();
+        };
+        self.roles.iter().all(|r| claims.roles.contains(r))
+            && (self.any_roles.is_empty()
+                || self.any_roles.iter().any(|r| claims.roles.contains(r)))
+            && self
+                .claims
+                .iter()
+                .all(|(name, value)| claims.claim_holds(name, value))
+            && (!self.fresh || claims.fresh == Some(true))
+    }
 }
 
 /// One `[[route]]`, validated.
@@ -66,23 +106,46 @@ pub struct Route {
     /// `None`: every method. `GET` implies `HEAD`, as in nginx's `limit_except`.
     pub methods: Option<Vec<Method>>,
     pub auth: Auth,
-    /// Every listed role must be in the token's `roles` claim.
-    pub required_roles: Vec<String>,
+    /// What the token must carry beyond being valid.
+    pub require: Require,
     /// Index into the config's upstream list.
     pub upstream: usize,
     /// Largest request body this route forwards (413 above).
     pub max_body_bytes: u64,
     /// Whether a WebSocket upgrade may open a tunnel here (400 when not).
     pub websocket: bool,
+    /// What replaces the matched prefix in the forwarded path (`"/"` for `strip_prefix`);
+    /// `None` forwards the path as it is.
+    pub rewrite: Option<String>,
 }
 
 impl Route {
-    /// Whether a caller with these roles may pass: every role the route requires is among
-    /// them (no token, no roles).
-    pub fn permits(&self, roles: &[String]) -> bool {
-        self.required_roles
-            .iter()
-            .all(|needed| roles.iter().any(|r| r == needed))
+    /// Whether a caller with these claims (`None`: no token) may pass.
+    pub fn permits(&self, claims: Option<&Claims>) -> bool {
+        self.require.is_met_by(claims)
+    }
+
+    /// The path the upstream gets for `path` (normalized, and matched by this route): the
+    /// segments the route's pattern matched replaced by its `rewrite`, the rest kept as it
+    /// is. `None` when the route forwards the path unchanged.
+    pub fn rewritten(&self, path: &str) -> Option<String> {
+        let to = self.rewrite.as_deref()?;
+        let matched = match &self.pattern {
+            PathPattern::Exact(p) | PathPattern::Prefix(p) => p,
+        };
+        // Segment by segment: `;parameters` (ignored by matching) stay with their segment.
+        let mut end = 0;
+        for _ in matched.split('/').filter(|s| !s.is_empty()) {
+            end = path[end + 1..]
+                .find('/')
+                .map_or(path.len(), |at| end + 1 + at);
+        }
+        let rest = &path[end..];
+        Some(match (to, rest) {
+            ("/", "") => "/".to_owned(),
+            ("/", rest) => rest.to_owned(),
+            (to, rest) => format!("{to}{rest}"),
+        })
     }
 
     fn allows(&self, method: &Method) -> bool {
@@ -155,11 +218,52 @@ mod tests {
             pattern,
             methods: methods.map(|ms| ms.iter().map(|m| m.parse().expect("method")).collect()),
             auth: Auth::Required,
-            required_roles: Vec::new(),
+            require: Require::default(),
             upstream: 0,
             max_body_bytes: 1 << 20,
             websocket: true,
+            rewrite: None,
         }
+    }
+
+    #[test]
+    fn rewrites_replace_the_matched_segments_only() {
+        let with = |pattern: &str, to: &str| Route {
+            rewrite: Some(to.to_owned()),
+            ..route(0, pattern, None)
+        };
+        let strip = with("/files", "/");
+        for (path, expected) in [
+            ("/files", "/"),
+            ("/files/", "/"),
+            ("/files/x", "/x"),
+            ("/files/x/y/", "/x/y/"),
+            ("/files;v=1/x", "/x"),
+        ] {
+            assert_eq!(strip.rewritten(path).as_deref(), Some(expected), "{path}");
+        }
+        let to_static = with("/files", "/static");
+        for (path, expected) in [
+            ("/files", "/static"),
+            ("/files/", "/static/"),
+            ("/files/a%2Fb", "/static/a%2Fb"),
+        ] {
+            assert_eq!(
+                to_static.rewritten(path).as_deref(),
+                Some(expected),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            with("/a/b", "/c").rewritten("/a/b/d").as_deref(),
+            Some("/c/d")
+        );
+        assert_eq!(
+            with("=/old", "/new").rewritten("/old").as_deref(),
+            Some("/new")
+        );
+        assert_eq!(with("/", "/v1").rewritten("/x").as_deref(), Some("/v1/x"));
+        assert_eq!(route(0, "/files", None).rewritten("/files/x"), None);
     }
 
     fn decide(table: &RouteTable, method: &str, path: &str) -> Option<usize> {

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use authgate::routes::{Auth, PathPattern, Route, RouteTable, normalize};
+use authgate::routes::{Auth, PathPattern, Require, Route, RouteTable, normalize};
 use http::Method;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -386,10 +386,11 @@ fn route(index: usize, path: &str, methods: Option<&[Method]>) -> Route {
         pattern,
         methods: methods.map(<[Method]>::to_vec),
         auth: Auth::Required,
-        required_roles: vec![],
+        require: Require::default(),
         upstream: 0,
         max_body_bytes: 1 << 20,
         websocket: true,
+        rewrite: None,
     }
 }
 
@@ -484,10 +485,11 @@ fn random_routes() -> impl Strategy<Value = Vec<Route>> {
                 pattern,
                 methods,
                 auth: Auth::Required,
-                required_roles: vec![],
+                require: Require::default(),
                 upstream: 0,
                 max_body_bytes: 1 << 20,
                 websocket: true,
+                rewrite: None,
             })
             .collect()
     })

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use std::collections::BTreeMap;
+
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
@@ -124,12 +126,20 @@ pub(super) struct RawRoute {
     pub(super) require: Option<Spanned<RawRequire>>,
     pub(super) max_body_bytes: Option<Spanned<String>>,
     pub(super) websocket: Option<bool>,
+    pub(super) strip_prefix: Option<Spanned<bool>>,
+    pub(super) rewrite: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RawRequire {
     #[serde(default)]
     pub(super) roles: Vec<String>,
+    #[serde(default)]
+    pub(super) any_roles: Vec<String>,
+    #[serde(default)]
+    pub(super) claims: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) fresh: bool,
 }
 
 /// Where a value comes from: written in the file, `{ env = "VAR" }` or `{ file = "path" }`.
@@ -379,8 +389,11 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "auth",
             "require",
             "max_body_bytes",
+            "websocket",
+            "strip_prefix",
+            "rewrite",
         ],
-        ["route", "require"] => &["roles"],
+        ["route", "require"] => &["roles", "any_roles", "claims", "fresh"],
         _ => &[],
     }
 }

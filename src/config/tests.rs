@@ -249,7 +249,7 @@ fn a_minimal_file_takes_the_documented_defaults() {
     assert_eq!(routes[0].pattern, PathPattern::Prefix("/".into()));
     assert_eq!(routes[0].methods, None);
     assert_eq!(routes[0].auth, Auth::Required);
-    assert!(routes[0].required_roles.is_empty());
+    assert!(routes[0].require.is_empty());
     assert_eq!(routes[0].upstream, 0);
 }
 
@@ -376,7 +376,7 @@ require = { roles = ["admin", "ops"] }
         "a trailing slash is dropped from a prefix"
     );
     assert_eq!(routes[1].auth, Auth::Required);
-    assert_eq!(routes[1].required_roles, vec!["admin", "ops"]);
+    assert_eq!(routes[1].require.roles, vec!["admin", "ops"]);
     assert_eq!(routes[1].upstream, 0);
 }
 
@@ -422,7 +422,7 @@ const TOML_ERRORS: &[Refused] = &[
         issues: &[(
             18,
             "route[1].pathh",
-            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`, `max_body_bytes`",
+            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`, `max_body_bytes`, `websocket`, `strip_prefix`, `rewrite`",
         )],
     },
     Refused {
@@ -452,7 +452,7 @@ const TOML_ERRORS: &[Refused] = &[
         issues: &[(
             19,
             "route[1].require.role",
-            "unknown key `role`, expected `roles`",
+            "unknown key `role`, expected one of `roles`, `any_roles`, `claims`, `fresh`",
         )],
     },
     Refused {
@@ -1309,7 +1309,51 @@ const ROUTE_ERRORS: &[Refused] = &[
         issues: &[(
             19,
             "route[1].auth",
-            "\"maybe\" is neither \"required\" nor \"public\"",
+            "\"maybe\" is not \"required\", \"public\" or \"optional\"",
+        )],
+    },
+    Refused {
+        name: "an_optional_route_cannot_require_anything",
+        text: |_| {
+            with_route(
+                "path = \"/maybe\"\nupstream = \"app\"\nauth = \"optional\"\nrequire = { fresh = true }\n",
+            )
+        },
+        issues: &[(
+            20,
+            "route[1].require",
+            "an optional route cannot require anything: a request without a token passes it",
+        )],
+    },
+    Refused {
+        name: "strip_prefix_and_rewrite_exclude_each_other",
+        text: |_| {
+            with_route(
+                "path = \"/files\"\nupstream = \"app\"\nstrip_prefix = true\nrewrite = \"/x\"\n",
+            )
+        },
+        issues: &[(
+            19,
+            "route[1].strip_prefix",
+            "strip_prefix and rewrite cannot both be set: rewrite = \"/\" strips",
+        )],
+    },
+    Refused {
+        name: "a_rewrite_is_a_canonical_prefix: not canonical",
+        text: |_| with_route("path = \"/files\"\nupstream = \"app\"\nrewrite = \"/a/../b\"\n"),
+        issues: &[(
+            19,
+            "route[1].rewrite",
+            "\"/a/../b\" is not in canonical form; write \"/b\"",
+        )],
+    },
+    Refused {
+        name: "a_rewrite_is_a_canonical_prefix: exact",
+        text: |_| with_route("path = \"/files\"\nupstream = \"app\"\nrewrite = \"=/b\"\n"),
+        issues: &[(
+            19,
+            "route[1].rewrite",
+            "a rewrite is a path prefix, not an exact path",
         )],
     },
     Refused {

@@ -1,0 +1,251 @@
+//! What a route can say beyond path, methods and roles, through the real gateway: prefix
+//! stripping and rewriting, optional authentication, and the `require` forms (`any_roles`,
+//! `claims`, `fresh`), with 401 for no or a bad token and 403 for a token that falls short.
+
+mod common;
+
+use authgate::jwt::Algorithm;
+use common::{Setup, access_claims};
+use serde_json::json;
+
+fn config(setup: &Setup, routes: &str) -> String {
+    format!("{}\n{routes}", setup.head())
+}
+
+/// GETs `path` (with `token` as a bearer token, if any): the status, and the path and
+/// user the upstream saw, when it answered.
+async fn get(
+    setup: &Setup,
+    gw: &common::Gateway,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Option<(String, Option<String>)>) {
+    setup.upstream.clear();
+    let mut request = setup.client().get(gw.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let status = request.send().await.expect("request").status().as_u16();
+    let seen = setup.upstream.received().pop().map(|r| {
+        let user = r
+            .headers
+            .get("x-auth-user")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        (r.path_and_query, user)
+    });
+    (status, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strip_prefix_and_rewrite_forward_the_rewritten_path() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let gw = setup
+        .start_with(&config(
+            &setup,
+            r#"
+[[route]]
+path = "/files"
+upstream = "app"
+auth = "public"
+strip_prefix = true
+
+[[route]]
+path = "/assets"
+upstream = "app"
+auth = "public"
+rewrite = "/static/v2"
+"#,
+        ))
+        .await;
+    for (asked, forwarded) in [
+        ("/files", "/"),
+        ("/files/", "/"),
+        ("/files/x?q=1", "/x?q=1"),
+        ("/files/a/../b", "/b"),
+        ("/files;v=1/x", "/x"),
+        ("/assets", "/static/v2"),
+        ("/assets/app.js?v=3", "/static/v2/app.js?v=3"),
+    ] {
+        let (status, seen) = get(&setup, &gw, asked, None).await;
+        assert_eq!(status, 200, "{asked}");
+        assert_eq!(seen.map(|s| s.0).as_deref(), Some(forwarded), "{asked}");
+    }
+    // The prefix matches whole segments: no route for /filesx.
+    let (status, seen) = get(&setup, &gw, "/filesx", None).await;
+    assert_eq!((status, seen), (404, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_auth_adds_the_identity_when_a_valid_token_comes() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let gw = setup
+        .start_with(&config(
+            &setup,
+            "[[route]]\npath = \"/\"\nupstream = \"app\"\nauth = \"optional\"\n",
+        ))
+        .await;
+    let (status, seen) = get(&setup, &gw, "/page", None).await;
+    assert_eq!((status, seen), (200, Some(("/page".into(), None))));
+    let token = setup.token("alice", &[]);
+    let (status, seen) = get(&setup, &gw, "/page", Some(&token)).await;
+    assert_eq!(
+        (status, seen),
+        (200, Some(("/page".into(), Some("alice".into()))))
+    );
+    // A token that is there but bad is refused, not dropped.
+    let (status, seen) = get(&setup, &gw, "/page", Some("not.a.token")).await;
+    assert_eq!((status, seen), (401, None));
+    // No token and a forged identity header: forwarded without it.
+    setup.upstream.clear();
+    let response = setup
+        .client()
+        .get(gw.url("/forged"))
+        .header("X-Auth-User", "root")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let received = setup.upstream.received();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].headers.get("x-auth-user").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_forms_refuse_with_403_and_a_missing_token_with_401() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let gw = setup
+        .start_with(&config(
+            &setup,
+            r#"
+[[route]]
+path = "/ops"
+upstream = "app"
+require = { any_roles = ["admin", "ops"] }
+
+[[route]]
+path = "/files"
+upstream = "app"
+require = { roles = ["staff"], claims = { scope = "files:read", tenant = "acme" } }
+
+[[route]]
+path = "/settings"
+upstream = "app"
+require = { fresh = true }
+"#,
+        ))
+        .await;
+    let signed = |roles: &[&str], edit: &dyn Fn(&mut authgate::jwt::Claims)| {
+        let mut claims = access_claims("carol", roles);
+        edit(&mut claims);
+        setup.key.sign(&claims)
+    };
+    let none = |_: &mut authgate::jwt::Claims| {};
+    let scoped = |scope: serde_json::Value, tenant: &'static str| {
+        move |c: &mut authgate::jwt::Claims| {
+            c.extra.insert("scope".into(), scope.clone());
+            c.extra.insert("tenant".into(), json!(tenant));
+        }
+    };
+    let fresh = |value: bool| move |c: &mut authgate::jwt::Claims| c.fresh = Some(value);
+    for (what, path, token, expected) in [
+        ("no token", "/ops", None, 401),
+        ("ops", "/ops", Some(signed(&["ops"], &none)), 200),
+        (
+            "admin and more",
+            "/ops",
+            Some(signed(&["user", "admin"], &none)),
+            200,
+        ),
+        ("neither role", "/ops", Some(signed(&["user"], &none)), 403),
+        (
+            "scope among words",
+            "/files",
+            Some(signed(
+                &["staff"],
+                &scoped(json!("files:write files:read"), "acme"),
+            )),
+            200,
+        ),
+        (
+            "scope in an array",
+            "/files",
+            Some(signed(&["staff"], &scoped(json!(["files:read"]), "acme"))),
+            200,
+        ),
+        (
+            "scope is a longer word",
+            "/files",
+            Some(signed(&["staff"], &scoped(json!("files:readonly"), "acme"))),
+            403,
+        ),
+        (
+            "another tenant",
+            "/files",
+            Some(signed(&["staff"], &scoped(json!("files:read"), "other"))),
+            403,
+        ),
+        (
+            "the claims without the role",
+            "/files",
+            Some(signed(&["user"], &scoped(json!("files:read"), "acme"))),
+            403,
+        ),
+        ("no claims", "/files", Some(signed(&["staff"], &none)), 403),
+        ("fresh", "/settings", Some(signed(&[], &fresh(true))), 200),
+        (
+            "from a refresh",
+            "/settings",
+            Some(signed(&[], &fresh(false))),
+            403,
+        ),
+    ] {
+        let (status, seen) = get(&setup, &gw, path, token.as_deref()).await;
+        assert_eq!(status, expected, "{what}");
+        assert_eq!(
+            seen.is_some(),
+            expected == 200,
+            "{what}: forwarded only when passed"
+        );
+    }
+}
+
+#[test]
+fn explain_shows_the_rewrite_and_the_requirements() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("jwt.secret"), "0".repeat(64)).expect("secret");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        r#"[server]
+listen = "127.0.0.1:0"
+
+[tokens]
+algorithm = "HS256"
+secret = { file = "jwt.secret" }
+
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:3000"
+
+[[route]]
+path = "/files"
+upstream = "app"
+strip_prefix = true
+require = { any_roles = ["admin", "ops"], claims = { scope = "files:read" } }
+"#,
+    )
+    .expect("config");
+    let out = common::process::run_cli(&config, &["explain", "GET", "/files/a?x=1"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("with one of the roles admin, ops")
+            && text.contains("whose scope is or contains \"files:read\""),
+        "{text}"
+    );
+    assert!(text.contains("forwarded   GET /a?x=1"), "{text}");
+}
