@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use authgate::auth::{Caller, TokenCache, Via};
 use authgate::jwt::{Algorithm, Claims, Key, OneOrMany, Signer, Verifier};
-use authgate::routes::{Auth, PathPattern, Require, Route, RouteTable, normalize};
+use authgate::routes::{Auth, HostPattern, PathPattern, Require, Route, RouteTable, normalize};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
 
@@ -101,6 +101,7 @@ fn paths(c: &mut Criterion) {
     });
     let route = |index: usize, path: &str| Route {
         index,
+        host: None,
         pattern: match path.strip_prefix('=') {
             Some(exact) => PathPattern::Exact(exact.into()),
             None => PathPattern::Prefix(path.into()),
@@ -123,7 +124,35 @@ fn paths(c: &mut Criterion) {
     ]);
     let get = http::Method::GET;
     c.bench_function("match_request/6 routes", |b| {
-        b.iter(|| table.match_request(&get, black_box("/api/v1/orders/12345")))
+        b.iter(|| table.match_request(&get, None, black_box("/api/v1/orders/12345")))
+    });
+    // 200 routes: 100 for named hosts, 20 below a wildcard, 80 for any host; the request
+    // goes to the last named host and falls through to a route for any host.
+    let mut routes = Vec::new();
+    for i in 0..100 {
+        routes.push(Route {
+            host: HostPattern::parse(&format!("svc{i}.example.com")),
+            ..route(i, &format!("/svc/{i}"))
+        });
+    }
+    for i in 100..120 {
+        routes.push(Route {
+            host: HostPattern::parse("*.internal.example.com"),
+            ..route(i, &format!("/team/{i}"))
+        });
+    }
+    for i in 120..200 {
+        routes.push(route(i, &format!("/api/v{i}")));
+    }
+    let table = RouteTable::new(routes);
+    c.bench_function("match_request/200 routes with hosts", |b| {
+        b.iter(|| {
+            table.match_request(
+                &get,
+                Some(black_box("SVC99.example.com:8443")),
+                black_box("/api/v199/orders/12345"),
+            )
+        })
     });
 }
 

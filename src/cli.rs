@@ -12,7 +12,7 @@ use crate::config::{Config, ConfigErrors, LoadOptions, UpstreamTarget};
 use crate::error::error_chain;
 use crate::jwt::{Algorithm, KeyError, SignError};
 use crate::passwords::PasswordError;
-use crate::routes::{Auth, Require, normalize};
+use crate::routes::{self, Auth, Require, normalize};
 use crate::store::{Store, StoreError, User};
 
 #[derive(Debug, Parser)]
@@ -271,7 +271,11 @@ fn explain(path: &Path, method: &str, url: &str) -> Result<(), CliError> {
         }
     };
     say("normalized", &normalized);
-    let Some(route) = config.routes.match_request(&method, &normalized) else {
+    if let Some(authority) = uri.authority() {
+        say("host", &routes::canonical_host(authority.as_str()));
+    }
+    let host = uri.authority().map(http::uri::Authority::as_str);
+    let Some(route) = config.routes.match_request(&method, host, &normalized) else {
         say("decision", &"404 no route matches");
         return Ok(());
     };
@@ -282,8 +286,13 @@ fn explain(path: &Path, method: &str, url: &str) -> Result<(), CliError> {
     say(
         "route",
         &format!(
-            "route[{}] path = \"{}\", methods = {methods}",
-            route.index, route.pattern
+            "route[{}] path = \"{}\",{} methods = {methods}",
+            route.index,
+            route.pattern,
+            route
+                .host
+                .as_ref()
+                .map_or_else(String::new, |h| format!(" host = \"{h}\",")),
         ),
     );
     say(

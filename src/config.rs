@@ -23,7 +23,7 @@ use toml::Spanned;
 
 use crate::headers;
 use crate::jwt::{Algorithm, Key};
-use crate::routes::{Auth, PathPattern, Require, Route, RouteTable, normalize};
+use crate::routes::{Auth, HostPattern, PathPattern, Require, Route, RouteTable, normalize};
 use crate::tls;
 use raw::{RawConfig, RawPreviousKey, Source};
 pub use values::parse_duration;
@@ -1438,6 +1438,20 @@ impl Ctx<'_> {
                 );
             }
             let rewrite = self.route_rewrite(r, &key);
+            let host = r.host.as_ref().and_then(|host| {
+                let pattern = HostPattern::parse(host.get_ref());
+                if pattern.is_none() {
+                    self.error(
+                        host,
+                        &format!("{key}.host"),
+                        format!(
+                            "\"{}\" is not a host name or \"*.\" and one (no port, no scheme)",
+                            host.get_ref()
+                        ),
+                    );
+                }
+                pattern
+            });
             let upstream = upstreams
                 .iter()
                 .position(|u| u.name.get_ref() == r.upstream.get_ref());
@@ -1459,6 +1473,7 @@ impl Ctx<'_> {
                 routes.push(Route {
                     max_body_bytes: max_body_bytes.unwrap_or(default_body),
                     index,
+                    host,
                     pattern,
                     methods,
                     auth,

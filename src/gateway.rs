@@ -188,7 +188,7 @@ impl Gateway {
         let route = self
             .config
             .routes
-            .match_request(req.method(), path)
+            .match_request(req.method(), head::host(&req), path)
             .ok_or(Error::NotFound)?;
         log.answered = Answered::Route(route.index);
         log.upstream = Some(self.proxy.upstream_name(route.upstream));

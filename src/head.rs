@@ -66,6 +66,15 @@ fn authority<B>(req: &Request<B>) -> Result<(), Error> {
     }
 }
 
+/// The authority the request names, as `check` accepted it: the target's (HTTP/2
+/// `:authority`, an HTTP/1 absolute form), else `Host`.
+pub(crate) fn host<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => req.headers().get(header::HOST)?.to_str().ok(),
+    }
+}
+
 fn is_valid_host(value: &HeaderValue) -> bool {
     Authority::try_from(value.as_bytes()).is_ok_and(|a| is_valid_authority(&a))
 }

@@ -7,6 +7,8 @@
 
 mod normalize;
 
+use std::borrow::Cow;
+
 use http::Method;
 
 use crate::jwt::Claims;
@@ -50,6 +52,86 @@ impl std::fmt::Display for PathPattern {
             PathPattern::Exact(p) => write!(f, "={p}"),
             PathPattern::Prefix(p) => f.write_str(p),
         }
+    }
+}
+
+/// A route's `host`: one name, or `*.example.com` for every name below `example.com` (one
+/// or more labels). Stored in lower case; compared with [`canonical_host`]'s form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// The suffix with its leading dot: `.example.com`.
+    Below(String),
+}
+
+impl HostPattern {
+    /// `example.com` or `*.example.com`: letters, digits, `-` and `.`, no port; `None`
+    /// for anything else.
+    pub fn parse(text: &str) -> Option<HostPattern> {
+        let (below, name) = match text.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let valid = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return None;
+        }
+        let name = name.to_ascii_lowercase();
+        Some(if below {
+            HostPattern::Below(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name)
+        })
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => host == name,
+            HostPattern::Below(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
+        }
+    }
+
+    /// Sort key: a named host before a wildcard.
+    fn precedence(&self) -> u8 {
+        match self {
+            HostPattern::Exact(_) => 0,
+            HostPattern::Below(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Below(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// The host a request names (`Host`, `:authority`, or an absolute target's), as routes
+/// compare it: lower case, without its port and without a trailing dot, so `ADMIN.example.com.:443`
+/// cannot slip past a route for `admin.example.com` to a route without a host.
+pub fn canonical_host(authority: &str) -> Cow<'_, str> {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
     }
 }
 
@@ -102,6 +184,8 @@ impl Require {
 pub struct Route {
     /// Position in the file, 0-based, as config errors and `explain` name it (`route[2]`).
     pub index: usize,
+    /// `None`: any host.
+    pub host: Option<HostPattern>,
     pub pattern: PathPattern,
     /// `None`: every method. `GET` implies `HEAD`, as in nginx's `limit_except`.
     pub methods: Option<Vec<Method>>,
@@ -162,21 +246,45 @@ impl Route {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// Whether any route names a host (else the request's host is not even looked at).
+    has_hosts: bool,
 }
 
 impl RouteTable {
     pub fn new(mut routes: Vec<Route>) -> Self {
-        // A stable sort keeps file order among routes of equal precedence.
-        routes.sort_by_key(|r| r.pattern.precedence());
-        RouteTable { routes }
+        // A stable sort keeps file order among routes of equal precedence: routes for the
+        // request's host first (a named host before a wildcard), then path precedence.
+        routes.sort_by_key(|r| {
+            (
+                r.host.as_ref().map_or(2, HostPattern::precedence),
+                r.pattern.precedence(),
+            )
+        });
+        let has_hosts = routes.iter().any(|r| r.host.is_some());
+        RouteTable { routes, has_hosts }
     }
 
-    /// The route for a request whose path is already normalized.
-    pub fn match_request(&self, method: &Method, normalized_path: &str) -> Option<&Route> {
+    /// The route for a request to `host` (its authority as sent; `None` when it named
+    /// none) whose path is already normalized.
+    pub fn match_request(
+        &self,
+        method: &Method,
+        host: Option<&str>,
+        normalized_path: &str,
+    ) -> Option<&Route> {
         let key = match_key(normalized_path);
-        self.routes
-            .iter()
-            .find(|r| r.pattern.matches(&key) && r.allows(method))
+        let host = if self.has_hosts {
+            host.map(canonical_host)
+        } else {
+            None
+        };
+        self.routes.iter().find(|r| {
+            r.host
+                .as_ref()
+                .is_none_or(|pattern| host.as_deref().is_some_and(|h| pattern.matches(h)))
+                && r.pattern.matches(&key)
+                && r.allows(method)
+        })
     }
 
     /// Routes that no request can reach: an earlier route in precedence order has the same
@@ -186,6 +294,7 @@ impl RouteTable {
         for (i, route) in self.routes.iter().enumerate() {
             let shadow = self.routes[..i].iter().find(|earlier| {
                 earlier.pattern == route.pattern
+                    && earlier.host == route.host
                     && match (&earlier.methods, &route.methods) {
                         (None, _) => true,
                         (Some(_), None) => false,
@@ -215,6 +324,7 @@ mod tests {
         };
         Route {
             index,
+            host: None,
             pattern,
             methods: methods.map(|ms| ms.iter().map(|m| m.parse().expect("method")).collect()),
             auth: Auth::Required,
@@ -266,9 +376,55 @@ mod tests {
         assert_eq!(route(0, "/files", None).rewritten("/files/x"), None);
     }
 
+    #[test]
+    fn hosts_match_without_case_port_or_trailing_dot() {
+        for (authority, canonical) in [
+            ("Admin.Example.COM", "admin.example.com"),
+            ("admin.example.com.:8443", "admin.example.com"),
+            ("[::1]:80", "::1"),
+            ("127.0.0.1", "127.0.0.1"),
+        ] {
+            assert_eq!(canonical_host(authority), canonical, "{authority}");
+        }
+        let exact = HostPattern::parse("Files.Example.com").expect("valid");
+        assert!(exact.matches("files.example.com"));
+        assert!(!exact.matches("x.files.example.com"));
+        let below = HostPattern::parse("*.example.com").expect("valid");
+        assert!(below.matches("a.example.com") && below.matches("a.b.example.com"));
+        assert!(!below.matches("example.com") && !below.matches("badexample.com"));
+        for bad in [
+            "", "*.", "a..b", "a.b:80", "http://a", "*", "a_b.c", "*.*.a",
+        ] {
+            assert_eq!(HostPattern::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_route_for_the_host_beats_one_without() {
+        let with_host = |index, host: &str, path| Route {
+            host: HostPattern::parse(host),
+            ..route(index, path, None)
+        };
+        let table = RouteTable::new(vec![
+            route(0, "/api/v1", None),
+            with_host(1, "*.example.com", "/"),
+            with_host(2, "api.example.com", "/"),
+        ]);
+        let decide = |host, path| {
+            table
+                .match_request(&Method::GET, host, path)
+                .map(|r| r.index)
+        };
+        assert_eq!(decide(Some("api.example.com"), "/api/v1/x"), Some(2));
+        assert_eq!(decide(Some("web.example.com"), "/api/v1/x"), Some(1));
+        assert_eq!(decide(Some("other.org"), "/api/v1/x"), Some(0));
+        assert_eq!(decide(None, "/api/v1/x"), Some(0));
+        assert_eq!(decide(Some("other.org"), "/x"), None);
+    }
+
     fn decide(table: &RouteTable, method: &str, path: &str) -> Option<usize> {
         table
-            .match_request(&method.parse().expect("method"), path)
+            .match_request(&method.parse().expect("method"), None, path)
             .map(|r| r.index)
     }
 

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use authgate::routes::{Auth, PathPattern, Require, Route, RouteTable, normalize};
+use authgate::routes::{Auth, HostPattern, PathPattern, Require, Route, RouteTable, normalize};
 use http::Method;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -383,6 +383,7 @@ fn route(index: usize, path: &str, methods: Option<&[Method]>) -> Route {
     };
     Route {
         index,
+        host: None,
         pattern,
         methods: methods.map(<[Method]>::to_vec),
         auth: Auth::Required,
@@ -422,7 +423,7 @@ fn methods_to_try() -> [Method; 5] {
 }
 
 fn decide(table: &RouteTable, method: &Method, path: &str) -> Option<usize> {
-    table.match_request(method, path).map(|r| r.index)
+    table.match_request(method, None, path).map(|r| r.index)
 }
 
 /// The brute-force route decision, from the contract: among the routes whose methods
@@ -482,6 +483,7 @@ fn random_routes() -> impl Strategy<Value = Vec<Route>> {
             .enumerate()
             .map(|(index, (pattern, methods))| Route {
                 index,
+                host: None,
                 pattern,
                 methods,
                 auth: Auth::Required,
@@ -514,6 +516,52 @@ fn request_path() -> impl Strategy<Value = String> {
             }
             path
         })
+}
+
+/// A host from a small set, spelled as a client may: any letter case, a trailing dot, a
+/// port. With the host as routes compare it.
+fn host_spelling() -> impl Strategy<Value = (String, &'static str)> {
+    (
+        select(
+            &[
+                "admin.example.com",
+                "www.example.com",
+                "example.com",
+                "other.org",
+            ][..],
+        ),
+        vec(any::<bool>(), 20),
+        any::<bool>(),
+        proptest::option::of(1u16..),
+    )
+        .prop_map(|(host, upper, dot, port)| {
+            let mut spelled: String = host
+                .chars()
+                .zip(upper.iter().cycle())
+                .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
+                .collect();
+            if dot {
+                spelled.push('.');
+            }
+            if let Some(port) = port {
+                spelled.push_str(&format!(":{port}"));
+            }
+            (spelled, host)
+        })
+}
+
+/// A route for `admin.example.com` (index 0), one below `example.com` (1), and a
+/// catch-all without a host (2), all on `/`.
+fn host_table() -> RouteTable {
+    let with_host = |index, host: &str| Route {
+        host: HostPattern::parse(host),
+        ..route(index, "/", None)
+    };
+    RouteTable::new(vec![
+        route(2, "/", None),
+        with_host(1, "*.example.com"),
+        with_host(0, "admin.example.com"),
+    ])
 }
 
 // ---------------------------------------------------------------------------------------
@@ -647,6 +695,52 @@ proptest! {
                 .map(|r| format!("{}:{}{:?}", r.index, r.pattern, r.methods))
                 .collect::<Vec<_>>()
         );
+    }
+
+    /// (g) No spelling of a host reaches another route than the host itself does: a route
+    /// for `admin.example.com` cannot be passed by for a route without a host.
+    #[test]
+    fn every_spelling_of_a_host_gets_that_hosts_route(
+        (spelled, host) in host_spelling(),
+        path in request_path(),
+        method in any_method(),
+    ) {
+        let table = host_table();
+        let decide = |host: &str| table.match_request(&method, Some(host), &path).map(|r| r.index);
+        let expected = match host {
+            "admin.example.com" => Some(0),
+            "www.example.com" => Some(1),
+            _ => Some(2),
+        };
+        prop_assert_eq!(decide(&spelled), expected, "{:?} {}", spelled, path);
+        prop_assert_eq!(decide(host), expected);
+    }
+
+    /// (h) A rewrite changes only the matched prefix: the rest of the normalized path goes
+    /// as it is, and the result is itself canonical (nothing for the upstream to read
+    /// otherwise).
+    #[test]
+    fn a_rewrite_replaces_the_matched_prefix_and_stays_canonical(
+        path in request_path(),
+        to in select(&["/", "/x", "/x/y"][..]),
+    ) {
+        let mut stripping = route(0, "/a", None);
+        stripping.rewrite = Some(to.to_owned());
+        let table = RouteTable::new(vec![stripping]);
+        let Some(matched) = table.match_request(&Method::GET, None, &path) else {
+            return Ok(());
+        };
+        let rewritten = matched.rewritten(&path).expect("a rewrite");
+        // The first segment (`a`, maybe with `;parameters`) is what the route matched.
+        let rest = path[1..].find('/').map_or("", |at| &path[1 + at..]);
+        let expected = match (to, rest) {
+            ("/", "") => "/".to_owned(),
+            ("/", rest) => rest.to_owned(),
+            (to, rest) => format!("{to}{rest}"),
+        };
+        prop_assert_eq!(&rewritten, &expected, "{}", path);
+        let renormalized = normalize(&rewritten).map(|p| p.into_owned());
+        prop_assert_eq!(renormalized.ok(), Some(rewritten));
     }
 
     /// (f) `normalize` returns, Ok or Err, on any string; what it accepts is canonical.

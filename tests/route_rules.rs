@@ -232,6 +232,12 @@ path = "/files"
 upstream = "app"
 strip_prefix = true
 require = { any_roles = ["admin", "ops"], claims = { scope = "files:read" } }
+
+[[route]]
+path = "/files"
+host = "*.internal.example"
+upstream = "app"
+auth = "public"
 "#,
     )
     .expect("config");
@@ -248,4 +254,73 @@ require = { any_roles = ["admin", "ops"], claims = { scope = "files:read" } }
         "{text}"
     );
     assert!(text.contains("forwarded   GET /a?x=1"), "{text}");
+    // A full URL: its host decides between the two /files routes.
+    let out = common::process::run_cli(
+        &config,
+        &[
+            "explain",
+            "GET",
+            "https://Docs.Internal.Example:8443/files/a",
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("host        docs.internal.example"), "{text}");
+    assert!(
+        text.contains("route[1] path = \"/files\", host = \"*.internal.example\"")
+            && text.contains("public (no token needed)")
+            && text.contains("forwarded   GET /files/a"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_route_holds_for_every_spelling_of_its_host() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let gw = setup
+        .start_with(&config(
+            &setup,
+            r#"
+[[route]]
+path = "/"
+host = "admin.example.com"
+upstream = "app"
+require = { roles = ["admin"] }
+
+[[route]]
+path = "/"
+host = "*.example.com"
+upstream = "app"
+
+[[route]]
+path = "/"
+upstream = "app"
+auth = "public"
+"#,
+        ))
+        .await;
+    let ca = &setup.pki.ca_pem;
+    let user = format!(
+        "Authorization: Bearer {}\r\n",
+        setup.token("bob", &["user"])
+    );
+    for (host, extra, expected) in [
+        // The admin host, however spelled: its route, whatever the catch-all allows.
+        ("admin.example.com", "", 401),
+        ("ADMIN.Example.COM", "", 401),
+        ("admin.example.com.", "", 401),
+        ("admin.example.com:443", "", 401),
+        ("admin.example.com", user.as_str(), 403),
+        // Below example.com: a token is enough.
+        ("www.example.com", "", 401),
+        ("www.example.com", user.as_str(), 200),
+        // Anything else: the public catch-all.
+        ("example.com", "", 200),
+        ("localhost", "", 200),
+    ] {
+        let request =
+            format!("GET /x HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+        let (status, response) = common::raw_request(gw.addr, ca, request.as_bytes()).await;
+        assert_eq!(status, expected, "{host} {extra}: {response}");
+    }
 }

@@ -127,6 +127,7 @@ pub(super) struct RawRoute {
     pub(super) max_body_bytes: Option<Spanned<String>>,
     pub(super) websocket: Option<bool>,
     pub(super) strip_prefix: Option<Spanned<bool>>,
+    pub(super) host: Option<Spanned<String>>,
     pub(super) rewrite: Option<Spanned<String>>,
 }
 
@@ -392,6 +393,7 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "websocket",
             "strip_prefix",
             "rewrite",
+            "host",
         ],
         ["route", "require"] => &["roles", "any_roles", "claims", "fresh"],
         _ => &[],

@@ -422,7 +422,7 @@ const TOML_ERRORS: &[Refused] = &[
         issues: &[(
             18,
             "route[1].pathh",
-            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`, `max_body_bytes`, `websocket`, `strip_prefix`, `rewrite`",
+            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`, `max_body_bytes`, `websocket`, `strip_prefix`, `rewrite`, `host`",
         )],
     },
     Refused {
