@@ -113,6 +113,7 @@ fn paths(c: &mut Criterion) {
         max_body_bytes: 1 << 20,
         websocket: true,
         rewrite: None,
+        cors: None,
     };
     let table = RouteTable::new(vec![
         route(0, "/public"),

@@ -21,6 +21,7 @@ use http::{HeaderName, Method, uri};
 use ipnet::IpNet;
 use toml::Spanned;
 
+use crate::cors::Cors;
 use crate::headers;
 use crate::jwt::{Algorithm, Key};
 use crate::routes::{Auth, HostPattern, PathPattern, Require, Route, RouteTable, normalize};
@@ -1452,6 +1453,7 @@ impl Ctx<'_> {
                 }
                 pattern
             });
+            let cors = r.cors.as_ref().and_then(|cors| self.route_cors(cors, &key));
             let upstream = upstreams
                 .iter()
                 .position(|u| u.name.get_ref() == r.upstream.get_ref());
@@ -1481,6 +1483,7 @@ impl Ctx<'_> {
                     upstream,
                     websocket: r.websocket.unwrap_or(true),
                     rewrite,
+                    cors,
                 });
             }
         }
@@ -1506,6 +1509,92 @@ impl Ctx<'_> {
             }
         }
         table
+    }
+
+    /// A route's `cors`: origins as `scheme://host[:port]` (or `*`), methods, header names,
+    /// the preflight cache time.
+    fn route_cors(&mut self, raw: &Spanned<raw::RawCors>, key: &str) -> Option<Cors> {
+        let key = format!("{key}.cors");
+        let cors = raw.get_ref();
+        let mut valid = true;
+        if cors.allow_origins.is_empty() {
+            self.error(
+                raw,
+                &format!("{key}.allow_origins"),
+                "list at least one origin",
+            );
+            valid = false;
+        }
+        for (i, origin) in cors.allow_origins.iter().enumerate() {
+            let ok = origin == "*"
+                || origin.parse::<http::Uri>().is_ok_and(|uri| {
+                    uri.scheme().is_some()
+                        && uri.authority().is_some()
+                        && matches!(uri.path(), "" | "/")
+                        && !origin.ends_with('/')
+                        && uri.query().is_none()
+                });
+            if !ok {
+                self.error(
+                    raw,
+                    &format!("{key}.allow_origins[{i}]"),
+                    format!(
+                        "\"{origin}\" is not an origin like \"https://app.example.com\" (or \"*\")"
+                    ),
+                );
+                valid = false;
+            }
+        }
+        let methods = cors
+            .allow_methods
+            .clone()
+            .unwrap_or_else(|| ["GET", "HEAD", "POST"].map(str::to_owned).to_vec());
+        let mut allow_methods = Vec::new();
+        for (i, method) in methods.iter().enumerate() {
+            match Method::from_bytes(method.as_bytes()) {
+                Ok(m) if method.bytes().all(|b| b.is_ascii_uppercase()) => allow_methods.push(m),
+                _ => {
+                    self.error(
+                        raw,
+                        &format!("{key}.allow_methods[{i}]"),
+                        format!("\"{method}\" is not an HTTP method (upper case, like \"GET\")"),
+                    );
+                    valid = false;
+                }
+            }
+        }
+        let mut allow_headers = Vec::new();
+        for (i, name) in cors.allow_headers.iter().enumerate() {
+            match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+                Ok(name) => allow_headers.push(name),
+                Err(_) => {
+                    self.error(
+                        raw,
+                        &format!("{key}.allow_headers[{i}]"),
+                        format!("\"{name}\" is not a header name"),
+                    );
+                    valid = false;
+                }
+            }
+        }
+        let max_age = match &cors.max_age {
+            None => None,
+            Some(text) => match parse_duration(text) {
+                Ok(d) => Some(d),
+                Err(message) => {
+                    self.error(raw, &format!("{key}.max_age"), message);
+                    valid = false;
+                    None
+                }
+            },
+        };
+        valid.then_some(Cors {
+            allow_origins: cors.allow_origins.clone(),
+            allow_methods,
+            allow_headers,
+            allow_credentials: cors.allow_credentials,
+            max_age,
+        })
     }
 
     /// What replaces a route's matched prefix upstream: `strip_prefix = true` is `"/"`,

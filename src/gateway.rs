@@ -31,6 +31,7 @@ use crate::accounts::{Accounts, Endpoint};
 use crate::auth::Authenticator;
 use crate::body::Body;
 use crate::config::Config;
+use crate::cors::{self, Cors};
 use crate::error::{Error, Fault, error_chain, json_response};
 use crate::head;
 use crate::headers::X_REQUEST_ID;
@@ -126,6 +127,10 @@ impl Gateway {
         response
             .headers_mut()
             .insert(X_REQUEST_ID.clone(), request_id.clone());
+        // Refusals too: a page can read why it was refused only with the CORS headers.
+        if let Some((cors, origin)) = log.cors.take() {
+            cors.decorate(response.headers_mut(), origin);
+        }
         // 7. log
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
@@ -185,13 +190,26 @@ impl Gateway {
             return Box::pin(accounts.handle(endpoint, req, ip, &self.auth)).await;
         }
         log.answered = Answered::NoRoute;
-        let route = self
-            .config
-            .routes
-            .match_request(req.method(), head::host(&req), path)
+        let routes = &self.config.routes;
+        let host = head::host(&req);
+        // A CORS preflight is routed by the method it asks about, and answered here,
+        // without authentication, by a route with a CORS policy.
+        if let Some(method) = cors::preflight_method(&req)
+            && let Some(route) = routes.match_request(&method, host, path)
+            && let Some(cors) = &route.cors
+        {
+            log.answered = Answered::Route(route.index);
+            return Ok(cors.preflight(&req, &method));
+        }
+        let route = routes
+            .match_request(req.method(), host, path)
             .ok_or(Error::NotFound)?;
         log.answered = Answered::Route(route.index);
         log.upstream = Some(self.proxy.upstream_name(route.upstream));
+        log.cors = route
+            .cors
+            .as_ref()
+            .map(|cors| (cors, cors.allowed_origin(req.headers())));
 
         // 4. authenticate
         let caller = match route.auth {
@@ -285,6 +303,9 @@ struct AccessLog<'a> {
     path: Option<String>,
     user: Option<String>,
     upstream: Option<&'a str>,
+    /// The matched route's CORS policy and the request's origin if it allows it, for the
+    /// response's headers (not logged).
+    cors: Option<(&'a Cors, Option<HeaderValue>)>,
 }
 
 /// What answered a request, for its metric label.

@@ -21,6 +21,7 @@
 //! | `head` | what a request head must be first: one framing, one valid Host, no CONNECT |
 //! | `peer` | the connection's peer, trusted proxies, client IP, forwarded chain |
 //! | `request_id` | request ids: a trusted proxy's kept, ours otherwise |
+//! | `cors` | a route's CORS policy: preflights answered, headers for allowed origins |
 //! | [`routes`] | path normalization and the route table |
 //! | [`auth`] | the one authenticator: credentials → a verified caller; token minting |
 //! | `accounts` | register, login, refresh, logout, me; login limits |
@@ -54,6 +55,7 @@ pub mod auth;
 mod body;
 pub mod cli;
 pub mod config;
+mod cors;
 mod echo;
 mod error;
 pub mod framing;

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 
 use http::Method;
 
+use crate::cors::Cors;
 use crate::jwt::Claims;
 
 pub use normalize::{PathError, match_key, normalize};
@@ -201,6 +202,8 @@ pub struct Route {
     /// What replaces the matched prefix in the forwarded path (`"/"` for `strip_prefix`);
     /// `None` forwards the path as it is.
     pub rewrite: Option<String>,
+    /// The CORS policy: preflights answered by the gateway, headers for allowed origins.
+    pub cors: Option<Cors>,
 }
 
 impl Route {
@@ -333,6 +336,7 @@ mod tests {
             max_body_bytes: 1 << 20,
             websocket: true,
             rewrite: None,
+            cors: None,
         }
     }
 

@@ -392,6 +392,7 @@ fn route(index: usize, path: &str, methods: Option<&[Method]>) -> Route {
         max_body_bytes: 1 << 20,
         websocket: true,
         rewrite: None,
+        cors: None,
     }
 }
 
@@ -492,6 +493,7 @@ fn random_routes() -> impl Strategy<Value = Vec<Route>> {
                 max_body_bytes: 1 << 20,
                 websocket: true,
                 rewrite: None,
+                cors: None,
             })
             .collect()
     })

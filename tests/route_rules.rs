@@ -324,3 +324,113 @@ auth = "public"
         assert_eq!(status, expected, "{host} {extra}: {response}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_are_answered_and_only_allowed_origins_get_headers() {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let gw = setup
+        .start_with(&config(
+            &setup,
+            r#"
+[[route]]
+path = "/api"
+upstream = "app"
+cors = { allow_origins = ["https://app.example.com"], allow_methods = ["GET", "POST"], allow_headers = ["Content-Type", "authorization"], allow_credentials = true, max_age = "10m" }
+
+[[route]]
+path = "/plain"
+upstream = "app"
+"#,
+        ))
+        .await;
+    let http = setup.client();
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().expect("ascii").to_owned())
+    };
+    let preflight = |origin: &'static str, method: &'static str, path: &'static str| {
+        http.request(reqwest::Method::OPTIONS, gw.url(path))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", method)
+            .header(
+                "Access-Control-Request-Headers",
+                "content-type, authorization",
+            )
+            .send()
+    };
+    const APP: &str = "https://app.example.com";
+
+    // From the allowed origin, for an allowed method: answered, without a token.
+    let response = preflight(APP, "POST", "/api/orders")
+        .await
+        .expect("preflight");
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        header(&response, "access-control-allow-origin").as_deref(),
+        Some(APP)
+    );
+    assert_eq!(
+        header(&response, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        header(&response, "access-control-allow-methods").as_deref(),
+        Some("GET, POST")
+    );
+    assert_eq!(
+        header(&response, "access-control-allow-headers").as_deref(),
+        Some("content-type, authorization")
+    );
+    assert_eq!(
+        header(&response, "access-control-max-age").as_deref(),
+        Some("600")
+    );
+    assert_eq!(header(&response, "vary").as_deref(), Some("Origin"));
+    // Another origin, or a method the policy does not allow: no CORS headers.
+    for (origin, method) in [("https://evil.example", "POST"), (APP, "DELETE")] {
+        let response = preflight(origin, method, "/api/orders")
+            .await
+            .expect("preflight");
+        assert_eq!(response.status(), 204, "{origin} {method}");
+        assert_eq!(
+            header(&response, "access-control-allow-origin"),
+            None,
+            "{origin} {method}"
+        );
+    }
+    assert!(
+        setup.upstream.received().is_empty(),
+        "preflights never reach the upstream"
+    );
+
+    // Actual requests: the headers for the allowed origin, on refusals too.
+    let token = setup.token("alice", &[]);
+    for (origin, token, status, allowed) in [
+        (APP, Some(&token), 200, true),
+        (APP, None, 401, true),
+        ("https://evil.example", Some(&token), 200, false),
+    ] {
+        let mut request = http.get(gw.url("/api/orders")).header("Origin", origin);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), status, "{origin}");
+        assert_eq!(
+            header(&response, "access-control-allow-origin").as_deref(),
+            allowed.then_some(APP),
+            "{origin}"
+        );
+        assert_eq!(
+            header(&response, "vary").as_deref(),
+            Some("Origin"),
+            "{origin}"
+        );
+    }
+    // A route without a policy: an OPTIONS request is an ordinary one (a token needed).
+    let response = preflight(APP, "GET", "/plain").await.expect("options");
+    assert_eq!(response.status(), 401);
+    assert_eq!(header(&response, "access-control-allow-origin"), None);
+}

@@ -128,7 +128,20 @@ pub(super) struct RawRoute {
     pub(super) websocket: Option<bool>,
     pub(super) strip_prefix: Option<Spanned<bool>>,
     pub(super) host: Option<Spanned<String>>,
+    pub(super) cors: Option<Spanned<RawCors>>,
     pub(super) rewrite: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawCors {
+    pub(super) allow_origins: Vec<String>,
+    #[serde(default)]
+    pub(super) allow_methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) allow_headers: Vec<String>,
+    #[serde(default)]
+    pub(super) allow_credentials: bool,
+    pub(super) max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -394,8 +407,16 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "strip_prefix",
             "rewrite",
             "host",
+            "cors",
         ],
         ["route", "require"] => &["roles", "any_roles", "claims", "fresh"],
+        ["route", "cors"] => &[
+            "allow_origins",
+            "allow_methods",
+            "allow_headers",
+            "allow_credentials",
+            "max_age",
+        ],
         _ => &[],
     }
 }

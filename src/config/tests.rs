@@ -422,7 +422,7 @@ const TOML_ERRORS: &[Refused] = &[
         issues: &[(
             18,
             "route[1].pathh",
-            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`, `max_body_bytes`, `websocket`, `strip_prefix`, `rewrite`, `host`",
+            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`, `max_body_bytes`, `websocket`, `strip_prefix`, `rewrite`, `host`, `cors`",
         )],
     },
     Refused {
@@ -1324,6 +1324,36 @@ const ROUTE_ERRORS: &[Refused] = &[
             "route[1].require",
             "an optional route cannot require anything: a request without a token passes it",
         )],
+    },
+    Refused {
+        name: "a_cors_policy_names_origins_and_methods",
+        text: |_| {
+            with_route(
+                "path = \"/api\"\nupstream = \"app\"\ncors = { allow_origins = [\"app.example.com\", \"https://a.example/x\"], allow_methods = [\"get\"], max_age = \"soon\" }\n",
+            )
+        },
+        issues: &[
+            (
+                19,
+                "route[1].cors.allow_origins[0]",
+                "\"app.example.com\" is not an origin like \"https://app.example.com\" (or \"*\")",
+            ),
+            (
+                19,
+                "route[1].cors.allow_origins[1]",
+                "\"https://a.example/x\" is not an origin like \"https://app.example.com\" (or \"*\")",
+            ),
+            (
+                19,
+                "route[1].cors.allow_methods[0]",
+                "\"get\" is not an HTTP method (upper case, like \"GET\")",
+            ),
+            (
+                19,
+                "route[1].cors.max_age",
+                "\"soon\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")",
+            ),
+        ],
     },
     Refused {
         name: "strip_prefix_and_rewrite_exclude_each_other",
