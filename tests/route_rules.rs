@@ -12,6 +12,13 @@ fn config(setup: &Setup, routes: &str) -> String {
     format!("{}\n{routes}", setup.head())
 }
 
+/// A set-up (HS256, the recording `app` upstream) and a gateway serving `routes`.
+async fn start(routes: &str) -> (Setup, common::Gateway) {
+    let setup = Setup::new(Algorithm::HS256).await;
+    let gw = setup.start_with(&config(&setup, routes)).await;
+    (setup, gw)
+}
+
 /// GETs `path` (with `token` as a bearer token, if any): the status, and the path and
 /// user the upstream saw, when it answered.
 async fn get(
@@ -38,11 +45,8 @@ async fn get(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strip_prefix_and_rewrite_forward_the_rewritten_path() {
-    let setup = Setup::new(Algorithm::HS256).await;
-    let gw = setup
-        .start_with(&config(
-            &setup,
-            r#"
+    let (setup, gw) = start(
+        r#"
 [[route]]
 path = "/files"
 upstream = "app"
@@ -55,8 +59,8 @@ upstream = "app"
 auth = "public"
 rewrite = "/static/v2"
 "#,
-        ))
-        .await;
+    )
+    .await;
     for (asked, forwarded) in [
         ("/files", "/"),
         ("/files/", "/"),
@@ -77,13 +81,8 @@ rewrite = "/static/v2"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optional_auth_adds_the_identity_when_a_valid_token_comes() {
-    let setup = Setup::new(Algorithm::HS256).await;
-    let gw = setup
-        .start_with(&config(
-            &setup,
-            "[[route]]\npath = \"/\"\nupstream = \"app\"\nauth = \"optional\"\n",
-        ))
-        .await;
+    let (setup, gw) =
+        start("[[route]]\npath = \"/\"\nupstream = \"app\"\nauth = \"optional\"\n").await;
     let (status, seen) = get(&setup, &gw, "/page", None).await;
     assert_eq!((status, seen), (200, Some(("/page".into(), None))));
     let token = setup.token("alice", &[]);
@@ -112,11 +111,8 @@ async fn optional_auth_adds_the_identity_when_a_valid_token_comes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_forms_refuse_with_403_and_a_missing_token_with_401() {
-    let setup = Setup::new(Algorithm::HS256).await;
-    let gw = setup
-        .start_with(&config(
-            &setup,
-            r#"
+    let (setup, gw) = start(
+        r#"
 [[route]]
 path = "/ops"
 upstream = "app"
@@ -132,8 +128,8 @@ path = "/settings"
 upstream = "app"
 require = { fresh = true }
 "#,
-        ))
-        .await;
+    )
+    .await;
     let signed = |roles: &[&str], edit: &dyn Fn(&mut authgate::jwt::Claims)| {
         let mut claims = access_claims("carol", roles);
         edit(&mut claims);
@@ -276,11 +272,8 @@ auth = "public"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_route_holds_for_every_spelling_of_its_host() {
-    let setup = Setup::new(Algorithm::HS256).await;
-    let gw = setup
-        .start_with(&config(
-            &setup,
-            r#"
+    let (setup, gw) = start(
+        r#"
 [[route]]
 path = "/"
 host = "admin.example.com"
@@ -297,8 +290,8 @@ path = "/"
 upstream = "app"
 auth = "public"
 "#,
-        ))
-        .await;
+    )
+    .await;
     let ca = &setup.pki.ca_pem;
     let user = format!(
         "Authorization: Bearer {}\r\n",
@@ -327,11 +320,8 @@ auth = "public"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflights_are_answered_and_only_allowed_origins_get_headers() {
-    let setup = Setup::new(Algorithm::HS256).await;
-    let gw = setup
-        .start_with(&config(
-            &setup,
-            r#"
+    let (setup, gw) = start(
+        r#"
 [[route]]
 path = "/api"
 upstream = "app"
@@ -341,8 +331,8 @@ cors = { allow_origins = ["https://app.example.com"], allow_methods = ["GET", "P
 path = "/plain"
 upstream = "app"
 "#,
-        ))
-        .await;
+    )
+    .await;
     let http = setup.client();
     let header = |response: &reqwest::Response, name: &str| {
         response
