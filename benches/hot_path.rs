@@ -114,6 +114,7 @@ fn paths(c: &mut Criterion) {
         websocket: true,
         rewrite: None,
         cors: None,
+        rate_limit: None,
     };
     let table = RouteTable::new(vec![
         route(0, "/public"),

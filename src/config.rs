@@ -21,10 +21,13 @@ use http::{HeaderName, Method, uri};
 use ipnet::IpNet;
 use toml::Spanned;
 
+pub use crate::buckets::{Rate, RatePer};
 use crate::cors::Cors;
 use crate::headers;
 use crate::jwt::{Algorithm, Key};
-use crate::routes::{Auth, HostPattern, PathPattern, Require, Route, RouteTable, normalize};
+use crate::routes::{
+    Auth, HostPattern, LimitKey, PathPattern, RateLimit, Require, Route, RouteTable, normalize,
+};
 use crate::tls;
 use raw::{RawConfig, RawPreviousKey, Source};
 pub use values::parse_duration;
@@ -197,20 +200,6 @@ impl AccountsConfig {
             self.register_rate_per_ip,
         ]
     }
-}
-
-/// A rate such as `"5/m"`: `count` events per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub count: u32,
-    pub per: RatePer,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RatePer {
-    Second,
-    Minute,
-    Hour,
 }
 
 #[derive(Debug)]
@@ -1454,6 +1443,10 @@ impl Ctx<'_> {
                 pattern
             });
             let cors = r.cors.as_ref().and_then(|cors| self.route_cors(cors, &key));
+            let rate_limit = r
+                .rate_limit
+                .as_ref()
+                .and_then(|limit| self.route_rate_limit(limit, &key));
             let upstream = upstreams
                 .iter()
                 .position(|u| u.name.get_ref() == r.upstream.get_ref());
@@ -1484,6 +1477,7 @@ impl Ctx<'_> {
                     websocket: r.websocket.unwrap_or(true),
                     rewrite,
                     cors,
+                    rate_limit,
                 });
             }
         }
@@ -1509,6 +1503,53 @@ impl Ctx<'_> {
             }
         }
         table
+    }
+
+    /// A route's `rate_limit`: `requests` (at least 1) per `"1s"`, `"1m"` or `"1h"`, by
+    /// `key` `"user"` (the default) or `"ip"`.
+    fn route_rate_limit(
+        &mut self,
+        raw: &Spanned<raw::RawRateLimit>,
+        key: &str,
+    ) -> Option<RateLimit> {
+        let limit = raw.get_ref();
+        let key = format!("{key}.rate_limit");
+        let unit = limit.per.trim();
+        let per = match unit.strip_prefix('1').unwrap_or(unit) {
+            "s" => Some(RatePer::Second),
+            "m" => Some(RatePer::Minute),
+            "h" => Some(RatePer::Hour),
+            _ => None,
+        };
+        if per.is_none() {
+            self.error(
+                raw,
+                &format!("{key}.per"),
+                format!("\"{}\" is not \"1s\", \"1m\" or \"1h\"", limit.per),
+            );
+        }
+        if limit.requests == 0 {
+            self.error(raw, &format!("{key}.requests"), "at least 1");
+        }
+        let by = match limit.key.as_deref() {
+            None | Some("user") => Some(LimitKey::User),
+            Some("ip") => Some(LimitKey::Ip),
+            Some(other) => {
+                self.error(
+                    raw,
+                    &format!("{key}.key"),
+                    format!("\"{other}\" is neither \"user\" nor \"ip\""),
+                );
+                None
+            }
+        };
+        Some(RateLimit {
+            rate: Rate {
+                count: (limit.requests > 0).then_some(limit.requests)?,
+                per: per?,
+            },
+            key: by?,
+        })
     }
 
     /// A route's `cors`: origins as `scheme://host[:port]` (or `*`), methods, header names,

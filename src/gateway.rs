@@ -6,12 +6,14 @@
 //!    `request_id`);
 //! 2. **route** — refuse a head the upstream could read otherwise: two framings, a bad
 //!    or doubled Host, CONNECT (`head`); normalize the path (ambiguous spellings are
-//!    400), match a route (404) (`routes`);
+//!    400), match a route by host and path (404) (`routes`); a CORS preflight is answered
+//!    by its route's policy (`cors`);
 //! 3. **own endpoints** — the JWKS and the account endpoints are answered here
 //!    (`accounts`);
 //! 4. **authenticate** — the request's one credential, verified, not revoked (401)
 //!    (`auth`);
-//! 5. **authorize** — the route's required roles (403) (`routes`);
+//! 5. **authorize** — the route's requirements (403) (`routes`), then its rate limit
+//!    (429) (`route_limits`);
 //! 6. **forward** — header hygiene, identity headers, stream to the upstream (502/504)
 //!    (`proxy`);
 //! 7. **log** — one event and the counters per request, here and nowhere else.
@@ -39,6 +41,7 @@ use crate::metrics::{Label, MethodClass, Metrics};
 use crate::peer::{Peer, TrustedProxies};
 use crate::proxy::{Forward, Proxy};
 use crate::request_id::RequestIds;
+use crate::route_limits::RouteLimits;
 use crate::routes::{self, Auth};
 use crate::shared::Shared;
 use crate::untrusted::Untrusted;
@@ -59,6 +62,7 @@ pub(crate) struct Gateway {
     /// Metric labels, made once per config so requests only clone them.
     labels: Labels,
     request_ids: Arc<RequestIds>,
+    limits: RouteLimits,
 }
 
 impl Gateway {
@@ -79,6 +83,7 @@ impl Gateway {
             metrics: shared.metrics.clone(),
             labels: Labels::new(&config),
             request_ids: shared.request_ids.clone(),
+            limits: RouteLimits::new(&config.routes),
             config,
         }
     }
@@ -92,6 +97,7 @@ impl Gateway {
         if let Some(accounts) = &self.accounts {
             accounts.forget_idle_limits();
         }
+        self.limits.forget_idle();
     }
 
     pub(crate) async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
@@ -225,9 +231,13 @@ impl Gateway {
             log.user = caller.as_deref().map(|c| c.name().to_owned());
         }
 
-        // 5. authorize
+        // 5. authorize, then count
         if !route.permits(caller.as_deref().map(|c| &c.claims)) {
             return Err(Error::InsufficientScope);
+        }
+        if route.rate_limit.is_some() {
+            let ip = self.trusted_proxies.client_ip(req.headers(), seen.peer);
+            self.limits.check(route, caller.as_deref(), ip)?;
         }
 
         // 6. forward

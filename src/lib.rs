@@ -24,7 +24,9 @@
 //! | `cors` | a route's CORS policy: preflights answered, headers for allowed origins |
 //! | [`routes`] | path normalization and the route table |
 //! | [`auth`] | the one authenticator: credentials → a verified caller; token minting |
+//! | `route_limits` | the routes' `rate_limit`, per caller or address, bounded |
 //! | `accounts` | register, login, refresh, logout, me; login limits |
+//! | `buckets` | token buckets (GCRA) by key: login limits and route rate limits |
 //! | `passwords` | argon2id hashing off the runtime |
 //! | [`jwt`] | claims, keys bound to algorithms, verification and signing |
 //! | `revocation` | revoked tokens and users, in memory, for the hot path |
@@ -53,6 +55,7 @@ mod activity;
 mod admin;
 pub mod auth;
 mod body;
+mod buckets;
 pub mod cli;
 pub mod config;
 mod cors;
@@ -71,6 +74,7 @@ mod proxy;
 mod request_body;
 mod request_id;
 mod revocation;
+mod route_limits;
 pub mod routes;
 mod server;
 mod shared;

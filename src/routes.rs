@@ -11,6 +11,7 @@ use std::borrow::Cow;
 
 use http::Method;
 
+use crate::buckets::Rate;
 use crate::cors::Cors;
 use crate::jwt::Claims;
 
@@ -204,6 +205,22 @@ pub struct Route {
     pub rewrite: Option<String>,
     /// The CORS policy: preflights answered by the gateway, headers for allowed origins.
     pub cors: Option<Cors>,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit`: requests per period, counted per caller or per client address (429 with
+/// `Retry-After` past it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub rate: Rate,
+    pub key: LimitKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The caller's name; a request without one is counted by its address.
+    User,
+    Ip,
 }
 
 impl Route {
@@ -337,6 +354,7 @@ mod tests {
             websocket: true,
             rewrite: None,
             cors: None,
+            rate_limit: None,
         }
     }
 

@@ -393,6 +393,7 @@ fn route(index: usize, path: &str, methods: Option<&[Method]>) -> Route {
         websocket: true,
         rewrite: None,
         cors: None,
+        rate_limit: None,
     }
 }
 
@@ -494,6 +495,7 @@ fn random_routes() -> impl Strategy<Value = Vec<Route>> {
                 websocket: true,
                 rewrite: None,
                 cors: None,
+                rate_limit: None,
             })
             .collect()
     })

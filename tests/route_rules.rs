@@ -424,3 +424,75 @@ upstream = "app"
     assert_eq!(response.status(), 401);
     assert_eq!(header(&response, "access-control-allow-origin"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_stops_one_caller_and_not_another() {
+    let (setup, gw) = start(
+        r#"
+[[route]]
+path = "/reports"
+upstream = "app"
+rate_limit = { requests = 2, per = "1m", key = "user" }
+
+[[route]]
+path = "/search"
+upstream = "app"
+auth = "public"
+rate_limit = { requests = 2, per = "1m", key = "ip" }
+"#,
+    )
+    .await;
+    let http = setup.client();
+    let alice = setup.token("alice", &[]);
+    let bob = setup.token("bob", &[]);
+    let send = |path: &'static str, token: Option<&String>| {
+        let mut request = http.get(gw.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    for expected in [200, 200, 429] {
+        let response = send("/reports", Some(&alice)).await.expect("request");
+        assert_eq!(response.status(), expected);
+        if expected == 429 {
+            let retry: u64 = response.headers()["retry-after"]
+                .to_str()
+                .expect("ascii")
+                .parse()
+                .expect("seconds");
+            assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        }
+    }
+    // Bob has a budget of his own.
+    assert_eq!(
+        send("/reports", Some(&bob))
+            .await
+            .expect("request")
+            .status(),
+        200
+    );
+    // By address: one budget for everyone behind it, whoever they are.
+    assert_eq!(send("/search", None).await.expect("request").status(), 200);
+    assert_eq!(
+        send("/search", Some(&bob)).await.expect("request").status(),
+        200
+    );
+    assert_eq!(
+        send("/search", Some(&alice))
+            .await
+            .expect("request")
+            .status(),
+        429
+    );
+    let forwarded: Vec<String> = setup
+        .upstream
+        .received()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    assert_eq!(
+        forwarded,
+        ["/reports", "/reports", "/reports", "/search", "/search"]
+    );
+}

@@ -23,94 +23,18 @@
 //! registration that gets as far as hashing its password, and apart from the login ones.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use crate::config::{AccountsConfig, Rate, RatePer};
+use crate::buckets::{Buckets, Nanos};
+use crate::config::AccountsConfig;
 use crate::error::Error;
 
 /// Password checks (right or wrong) a client IP may start per failed login its budget
 /// allows: with the default 20 failures a minute, an office behind one address logs in
 /// 200 times a minute, and no address makes us compute more hashes than that.
 pub(crate) const CHECKS_PER_FAILURE: u32 = 10;
-
-/// Nanoseconds on the limiter's own monotonic clock.
-type Nanos = u64;
-
-/// Token buckets by key, as GCRA keeps them: one "theoretical arrival time" per key, the
-/// instant the bucket is full again. A key that is absent, or whose time has passed, has
-/// a full bucket. Behind a plain mutex: it is taken for a map lookup, never across an
-/// `.await`, and only by account requests, which wait for an argon2 hash anyway.
-#[derive(Debug)]
-struct Buckets<K> {
-    /// The time one token takes to come back.
-    interval: Nanos,
-    /// `interval` × burst: how far past now the arrival time may run.
-    capacity: Nanos,
-    full_at: Mutex<HashMap<K, Nanos>>,
-}
-
-impl<K: Hash + Eq + Clone> Buckets<K> {
-    /// `rate.count × multiplier` tokens per period, all of them available at once.
-    fn new(rate: Rate, multiplier: u32) -> Buckets<K> {
-        let period: Nanos = match rate.per {
-            RatePer::Second => 1_000_000_000,
-            RatePer::Minute => 60_000_000_000,
-            RatePer::Hour => 3_600_000_000_000,
-        };
-        let burst = u64::from(rate.count.max(1)) * u64::from(multiplier.max(1));
-        let interval = (period / burst).max(1);
-        Buckets {
-            interval,
-            capacity: interval.saturating_mul(burst),
-            full_at: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn map(&self) -> MutexGuard<'_, HashMap<K, Nanos>> {
-        // A panic while holding the lock leaves the map valid: every update is one insert.
-        self.full_at.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Takes a token; when there is none, the time until there is one.
-    fn take(&self, key: &K, now: Nanos) -> Result<(), Nanos> {
-        let mut map = self.map();
-        let full_at = map.get(key).copied().unwrap_or(0).max(now);
-        let next = full_at.saturating_add(self.interval);
-        let ahead = next - now;
-        if ahead > self.capacity {
-            return Err(ahead - self.capacity);
-        }
-        map.insert(key.clone(), next);
-        Ok(())
-    }
-
-    /// Takes a token even from an empty bucket (which stays empty, no emptier).
-    fn charge(&self, key: &K, now: Nanos) {
-        let mut map = self.map();
-        let full_at = map.get(key).copied().unwrap_or(0).max(now);
-        let next = full_at
-            .saturating_add(self.interval)
-            .min(now.saturating_add(self.capacity));
-        map.insert(key.clone(), next);
-    }
-
-    /// Gives back a token taken earlier.
-    fn give_back(&self, key: &K) {
-        if let Some(full_at) = self.map().get_mut(key) {
-            *full_at = full_at.saturating_sub(self.interval);
-        }
-    }
-
-    /// Drops the buckets that are full again: they hold nothing an absent key does not.
-    fn forget_full(&self, now: Nanos) {
-        let mut map = self.map();
-        map.retain(|_, full_at| *full_at > now);
-        map.shrink_to_fit();
-    }
-}
 
 /// Retry-After in whole seconds, rounded up.
 fn retry_after(wait: Nanos) -> Error {
@@ -168,7 +92,7 @@ impl LoginLimits {
             failures_per_ip: Buckets::new(accounts.login_rate_per_ip, 1),
             checks_per_ip: Buckets::new(accounts.login_rate_per_ip, CHECKS_PER_FAILURE),
             failures_per_user_ip: Buckets::new(accounts.login_rate_per_user, 1),
-            failure_memory: all_ips.capacity,
+            failure_memory: all_ips.capacity(),
             failures_per_user: all_ips,
             last_failure: Mutex::new(HashMap::new()),
             registrations_per_ip: Buckets::new(accounts.register_rate_per_ip, 1),
@@ -295,6 +219,7 @@ impl LoginAttempt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buckets::{Rate, RatePer};
 
     const SECOND: Nanos = 1_000_000_000;
     const MINUTE: Nanos = 60 * SECOND;
@@ -339,7 +264,7 @@ mod tests {
         buckets.charge(&1, 30 * SECOND);
         assert_eq!(buckets.take(&1, 30 * SECOND), Err(30 * SECOND));
         buckets.forget_full(90 * SECOND);
-        assert!(buckets.map().is_empty());
+        assert!(buckets.len() == 0);
     }
 
     /// Regression (issue 9 item 9): anyone could lock a user out by failing logins on

@@ -129,7 +129,15 @@ pub(super) struct RawRoute {
     pub(super) strip_prefix: Option<Spanned<bool>>,
     pub(super) host: Option<Spanned<String>>,
     pub(super) cors: Option<Spanned<RawCors>>,
+    pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
     pub(super) rewrite: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawRateLimit {
+    pub(super) requests: u32,
+    pub(super) per: String,
+    pub(super) key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -408,8 +416,10 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "rewrite",
             "host",
             "cors",
+            "rate_limit",
         ],
         ["route", "require"] => &["roles", "any_roles", "claims", "fresh"],
+        ["route", "rate_limit"] => &["requests", "per", "key"],
         ["route", "cors"] => &[
             "allow_origins",
             "allow_methods",

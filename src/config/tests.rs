@@ -422,7 +422,7 @@ const TOML_ERRORS: &[Refused] = &[
         issues: &[(
             18,
             "route[1].pathh",
-            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`, `max_body_bytes`, `websocket`, `strip_prefix`, `rewrite`, `host`, `cors`",
+            "unknown key `pathh`, expected one of `path`, `methods`, `upstream`, `auth`, `require`, `max_body_bytes`, `websocket`, `strip_prefix`, `rewrite`, `host`, `cors`, `rate_limit`",
         )],
     },
     Refused {
@@ -1352,6 +1352,27 @@ const ROUTE_ERRORS: &[Refused] = &[
                 19,
                 "route[1].cors.max_age",
                 "\"soon\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")",
+            ),
+        ],
+    },
+    Refused {
+        name: "a_rate_limit_names_its_period_and_key",
+        text: |_| {
+            with_route(
+                "path = \"/api\"\nupstream = \"app\"\nrate_limit = { requests = 0, per = \"2m\", key = \"host\" }\n",
+            )
+        },
+        issues: &[
+            (
+                19,
+                "route[1].rate_limit.per",
+                "\"2m\" is not \"1s\", \"1m\" or \"1h\"",
+            ),
+            (19, "route[1].rate_limit.requests", "at least 1"),
+            (
+                19,
+                "route[1].rate_limit.key",
+                "\"host\" is neither \"user\" nor \"ip\"",
             ),
         ],
     },
