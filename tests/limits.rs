@@ -638,12 +638,7 @@ async fn smuggling_shapes_never_reach_the_upstream_hidden_or_twice() {
     for ((name, _, expected, _), (_, text)) in shapes.iter().zip(&answers) {
         assert_eq!(statuses(text), *expected, "{name}: {text}");
     }
-    let mut received: Vec<String> = setup
-        .upstream
-        .received()
-        .into_iter()
-        .map(|r| r.path_and_query)
-        .collect();
+    let mut received = setup.upstream.paths();
     received.sort();
     let mut expected: Vec<&str> = shapes
         .iter()

@@ -485,12 +485,7 @@ rate_limit = { requests = 2, per = "1m", key = "ip" }
             .status(),
         429
     );
-    let forwarded: Vec<String> = setup
-        .upstream
-        .received()
-        .into_iter()
-        .map(|r| r.path_and_query)
-        .collect();
+    let forwarded = setup.upstream.paths();
     assert_eq!(
         forwarded,
         ["/reports", "/reports", "/reports", "/search", "/search"]

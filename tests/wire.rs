@@ -235,12 +235,7 @@ async fn a_request_after_an_upgrade_that_did_not_happen_is_still_checked_for_smu
         "{}",
         String::from_utf8_lossy(&out)
     );
-    let paths: Vec<String> = setup
-        .upstream
-        .received()
-        .into_iter()
-        .map(|r| r.path_and_query)
-        .collect();
+    let paths = setup.upstream.paths();
     assert_eq!(
         paths,
         vec!["/public/ws"],

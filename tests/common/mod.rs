@@ -271,6 +271,14 @@ impl Upstream {
         self.received.lock().expect("lock").clone()
     }
 
+    /// The path and query of every request received, in order.
+    pub fn paths(&self) -> Vec<String> {
+        self.received()
+            .into_iter()
+            .map(|r| r.path_and_query)
+            .collect()
+    }
+
     pub fn clear(&self) {
         self.received.lock().expect("lock").clear();
     }
