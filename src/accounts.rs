@@ -139,15 +139,16 @@ impl Accounts {
 
     /// The endpoint at this normalized path, if it is one of ours.
     pub(crate) fn endpoint(&self, path: &str) -> Option<Endpoint> {
-        let rest = path.strip_prefix(self.settings.prefix.as_str())?;
-        Some(match rest {
-            "/register" => Endpoint::Register,
-            "/login" => Endpoint::Login,
-            "/refresh" => Endpoint::Refresh,
-            "/logout" => Endpoint::Logout,
-            "/me" => Endpoint::Me,
-            _ => return None,
-        })
+        let paths = &self.settings.paths;
+        [
+            (&paths.register, Endpoint::Register),
+            (&paths.login, Endpoint::Login),
+            (&paths.refresh, Endpoint::Refresh),
+            (&paths.logout, Endpoint::Logout),
+            (&paths.me, Endpoint::Me),
+        ]
+        .into_iter()
+        .find_map(|(at, endpoint)| (at == path).then_some(endpoint))
     }
 
     pub(crate) async fn handle(

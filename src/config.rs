@@ -23,6 +23,7 @@ use toml::Spanned;
 
 pub use crate::buckets::{Rate, RatePer};
 use crate::cors::Cors;
+pub use crate::error::ErrorBody;
 use crate::headers;
 use crate::jwt::{Algorithm, Key};
 use crate::routes::{
@@ -129,6 +130,8 @@ pub struct Config {
     pub identity: Identity,
     pub upstreams: Vec<Upstream>,
     pub routes: RouteTable,
+    /// The shape of the gateway's own error bodies (`[compat] error_body`).
+    pub error_body: ErrorBody,
     /// Things that load but deserve a look (`authgate check` prints them).
     pub warnings: Vec<ConfigIssue>,
     /// Development material generated because it was missing (logged at start).
@@ -178,6 +181,8 @@ pub struct Tokens {
 #[derive(Debug, Clone)]
 pub struct AccountsConfig {
     pub prefix: String,
+    /// Where each endpoint answers: under `prefix`, or where `paths` puts it.
+    pub paths: AccountPaths,
     pub registration: bool,
     pub min_password_length: usize,
     /// Failed logins per client IP.
@@ -188,6 +193,29 @@ pub struct AccountsConfig {
     pub login_rate_per_user_all_ips: Rate,
     /// Registrations per client IP, a budget apart from the login ones.
     pub register_rate_per_ip: Rate,
+}
+
+/// The account endpoints' paths, canonical.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountPaths {
+    pub register: String,
+    pub login: String,
+    pub refresh: String,
+    pub logout: String,
+    pub me: String,
+}
+
+impl AccountPaths {
+    /// Every endpoint under `prefix`: `{prefix}/login`, and so on.
+    pub fn under(prefix: &str) -> AccountPaths {
+        AccountPaths {
+            register: format!("{prefix}/register"),
+            login: format!("{prefix}/login"),
+            refresh: format!("{prefix}/refresh"),
+            logout: format!("{prefix}/logout"),
+            me: format!("{prefix}/me"),
+        }
+    }
 }
 
 impl AccountsConfig {
@@ -635,8 +663,24 @@ impl Ctx<'_> {
                 "the admin listener must not share the public listener's address",
             );
         }
+        let error_body = match raw.compat.error_body.as_ref() {
+            None => ErrorBody::Rfc6750,
+            Some(value) => match value.get_ref().as_str() {
+                "rfc6750" => ErrorBody::Rfc6750,
+                "flask-jwt-extended" => ErrorBody::FlaskJwtExtended,
+                other => {
+                    self.error(
+                        value,
+                        "compat.error_body",
+                        format!("\"{other}\" is neither \"rfc6750\" nor \"flask-jwt-extended\""),
+                    );
+                    ErrorBody::Rfc6750
+                }
+            },
+        };
         Some(Config {
             file: path.to_path_buf(),
+            error_body,
             server: server?,
             admin,
             tokens: tokens?,
@@ -1114,6 +1158,7 @@ impl Ctx<'_> {
     fn accounts(&mut self, raw: Option<&raw::RawAccounts>) -> AccountsConfig {
         let mut config = AccountsConfig {
             prefix: DEFAULT_ACCOUNTS_PREFIX.to_owned(),
+            paths: AccountPaths::under(DEFAULT_ACCOUNTS_PREFIX),
             registration: true,
             min_password_length: DEFAULT_MIN_PASSWORD_LENGTH,
             login_rate_per_ip: DEFAULT_LOGIN_RATE_PER_IP,
@@ -1134,12 +1179,37 @@ impl Ctx<'_> {
                         && !text.contains(';') =>
                 {
                     config.prefix = text.clone();
+                    config.paths = AccountPaths::under(text);
                 }
                 _ => self.error(
                     prefix,
                     "accounts.prefix",
                     format!("\"{text}\" is not a path prefix like \"/auth\""),
                 ),
+            }
+        }
+        if let Some(paths) = &raw.paths {
+            for (given, path, name) in [
+                (&paths.register, &mut config.paths.register, "register"),
+                (&paths.login, &mut config.paths.login, "login"),
+                (&paths.refresh, &mut config.paths.refresh, "refresh"),
+                (&paths.logout, &mut config.paths.logout, "logout"),
+                (&paths.me, &mut config.paths.me, "me"),
+            ] {
+                let Some(given) = given else { continue };
+                let text = given.get_ref();
+                match normalize(text) {
+                    Ok(canonical)
+                        if canonical == *text && text.len() > 1 && !text.contains(';') =>
+                    {
+                        text.clone_into(path);
+                    }
+                    _ => self.error(
+                        given,
+                        &format!("accounts.paths.{name}"),
+                        format!("\"{text}\" is not a path like \"/login\""),
+                    ),
+                }
             }
         }
         if let Some(open) = raw.registration {

@@ -82,6 +82,15 @@ pub enum Error {
     Internal(&'static str),
 }
 
+/// The shape of an error body: RFC 6750's `{"error", "error_description"}`, or
+/// Flask-JWT-Extended's `{"msg"}` for clients written against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorBody {
+    #[default]
+    Rfc6750,
+    FlaskJwtExtended,
+}
+
 /// Who is at fault: decides the log level (client faults are not errors of ours).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -257,10 +266,18 @@ impl Error {
     }
 
     pub fn to_response(&self) -> Response<Body> {
-        let mut response = json_response(
-            self.status(),
-            serde_json::json!({ "error": self.code(), "error_description": self.description() }),
-        );
+        self.to_response_as(ErrorBody::Rfc6750)
+    }
+
+    /// The response, with its body in the shape `body` names; status and headers alike.
+    pub fn to_response_as(&self, body: ErrorBody) -> Response<Body> {
+        let json = match body {
+            ErrorBody::Rfc6750 => {
+                serde_json::json!({ "error": self.code(), "error_description": self.description() })
+            }
+            ErrorBody::FlaskJwtExtended => serde_json::json!({ "msg": self.description() }),
+        };
+        let mut response = json_response(self.status(), json);
         let headers = response.headers_mut();
         if let Some(challenge) = self.challenge() {
             // Fixed ASCII strings only, so this cannot fail; skip the header rather than panic.

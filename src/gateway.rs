@@ -290,7 +290,7 @@ impl Gateway {
                 tracing::error!(request_id, error = %error_chain(error), "internal error")
             }
         }
-        error.to_response()
+        error.to_response_as(self.config.error_body)
     }
 }
 

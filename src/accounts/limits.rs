@@ -231,6 +231,7 @@ mod tests {
     fn limits(per_ip: Rate, per_user: Rate, all_ips: Rate) -> LoginLimits {
         LoginLimits::new(&AccountsConfig {
             prefix: "/auth".into(),
+            paths: crate::config::AccountPaths::under("/auth"),
             registration: true,
             min_password_length: 10,
             login_rate_per_ip: per_ip,

@@ -23,6 +23,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) dev: RawDev,
     #[serde(default)]
+    pub(super) compat: RawCompat,
+    #[serde(default)]
     pub(super) upstream: Vec<RawUpstream>,
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,
@@ -89,6 +91,22 @@ pub(super) struct RawAccounts {
     pub(super) login_rate_per_user: Option<Spanned<String>>,
     pub(super) login_rate_per_user_all_ips: Option<Spanned<String>>,
     pub(super) register_rate_per_ip: Option<Spanned<String>>,
+    pub(super) paths: Option<RawAccountPaths>,
+}
+
+/// `[accounts] paths`: where each endpoint answers, instead of under `prefix`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawAccountPaths {
+    pub(super) register: Option<Spanned<String>>,
+    pub(super) login: Option<Spanned<String>>,
+    pub(super) refresh: Option<Spanned<String>>,
+    pub(super) logout: Option<Spanned<String>>,
+    pub(super) me: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawCompat {
+    pub(super) error_body: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -349,9 +367,11 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
         .collect();
     match names.as_slice() {
         [] => &[
-            "server", "admin", "tokens", "store", "accounts", "identity", "dev", "upstream",
-            "route",
+            "server", "admin", "tokens", "store", "accounts", "identity", "dev", "compat",
+            "upstream", "route",
         ],
+        ["compat"] => &["error_body"],
+        ["accounts", "paths"] => &["register", "login", "refresh", "logout", "me"],
         ["store"] => &["url"],
         ["accounts"] => &[
             "prefix",
@@ -361,6 +381,7 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "login_rate_per_user",
             "login_rate_per_user_all_ips",
             "register_rate_per_ip",
+            "paths",
         ],
         ["server"] => &[
             "listen",

@@ -411,7 +411,7 @@ const TOML_ERRORS: &[Refused] = &[
         issues: &[(
             1,
             "logging",
-            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `store`, `accounts`, `identity`, `dev`, `upstream`, `route`",
+            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `store`, `accounts`, `identity`, `dev`, `compat`, `upstream`, `route`",
         )],
     },
     Refused {
@@ -1922,4 +1922,39 @@ fn a_redis_store_url_is_taken_and_a_bad_one_is_not_echoed() {
         );
         assert!(!issues[0].message.contains("s3cret"), "{issues:?}");
     }
+}
+
+#[test]
+fn account_paths_and_the_error_body_are_checked() {
+    let dir = Dir::new();
+    let text = format!(
+        "{BASE}\n[store]\nurl = \"sqlite://data/a.db\"\n\n[accounts]\npaths = {{ login = \"/login\", me = \"protected\" }}\n\n[compat]\nerror_body = \"flask\"\n"
+    );
+    let errors = dir.errors(&text);
+    let summary: Vec<_> = errors
+        .iter()
+        .map(|e| (e.line, e.key.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                Some(20),
+                "accounts.paths.me",
+                "\"protected\" is not a path like \"/login\""
+            ),
+            (
+                Some(23),
+                "compat.error_body",
+                "\"flask\" is neither \"rfc6750\" nor \"flask-jwt-extended\""
+            ),
+        ]
+    );
+    let text = format!(
+        "{BASE}\n[store]\nurl = \"sqlite://data/a.db\"\n\n[accounts]\nprefix = \"/api/auth\"\npaths = {{ refresh = \"/token/refresh\" }}\n\n[compat]\nerror_body = \"flask-jwt-extended\"\n"
+    );
+    let config = dir.ok(&text);
+    assert_eq!(config.accounts.paths.login, "/api/auth/login");
+    assert_eq!(config.accounts.paths.refresh, "/token/refresh");
+    assert_eq!(config.error_body, ErrorBody::FlaskJwtExtended);
 }
