@@ -23,6 +23,7 @@ fn claims() -> Claims {
         jti: Some("0123456789abcdef0123456789abcdef".into()),
         token_type: Some("access".into()),
         fresh: Some(false),
+        auth_time: None,
         iss: Some("authgate".into()),
         aud: Some(OneOrMany::One("authgate".into())),
         roles: OneOrMany::Many(vec!["user".into()]),

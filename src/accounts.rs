@@ -273,8 +273,10 @@ impl Accounts {
             user: user.name.clone(),
             exp: now + self.issuer.refresh_ttl(),
         };
-        let access = self.access_token(&user, now, true)?;
-        let refresh_jwt = self.refresh_token(&user.name, &refresh.jti, now, refresh.exp)?;
+        // The password was entered now: both tokens say so, and every refresh carries it on.
+        let access = self.access_token(&user, now, true, Some(now))?;
+        let refresh_jwt =
+            self.refresh_token(&user.name, &refresh.jti, now, refresh.exp, Some(now))?;
         let first = refresh.clone();
         self.blocking(move |s| s.start_family(&first, now)).await?;
         self.metrics.login("ok");
@@ -333,8 +335,8 @@ impl Accounts {
             audit("refresh_refused", &claims.sub, ip);
             return Err(TokenError::Revoked.into());
         };
-        let access = self.access_token(&user, now, false)?;
-        let refresh = self.refresh_token(&user.name, &next_jti, now, next_exp)?;
+        let access = self.access_token(&user, now, false, claims.auth_time)?;
+        let refresh = self.refresh_token(&user.name, &next_jti, now, next_exp, claims.auth_time)?;
         audit("refresh", &user.name, ip);
         Ok(self.token_response(access, refresh))
     }
@@ -407,16 +409,29 @@ impl Accounts {
     }
 
     /// `fresh`: true only right after a password login.
-    fn access_token(&self, user: &User, now: i64, fresh: bool) -> Result<String, Error> {
+    fn access_token(
+        &self,
+        user: &User,
+        now: i64,
+        fresh: bool,
+        auth_time: Option<i64>,
+    ) -> Result<String, Error> {
         let exp = now + self.issuer.access_ttl();
         let signed = self
             .issuer
-            .access_token(&user.name, &user.roles, now, exp, fresh);
+            .access_token(&user.name, &user.roles, now, exp, fresh, auth_time);
         signed.map_err(Error::Signing)
     }
 
-    fn refresh_token(&self, user: &str, jti: &str, now: i64, exp: i64) -> Result<String, Error> {
-        let signed = self.issuer.refresh_token(user, jti, now, exp);
+    fn refresh_token(
+        &self,
+        user: &str,
+        jti: &str,
+        now: i64,
+        exp: i64,
+        auth_time: Option<i64>,
+    ) -> Result<String, Error> {
+        let signed = self.issuer.refresh_token(user, jti, now, exp, auth_time);
         signed.map_err(Error::Signing)
     }
 

@@ -342,6 +342,12 @@ fn describe(require: &Require) -> String {
     if require.fresh {
         parts.push("fresh from a password login".to_owned());
     }
+    if let Some(age) = require.max_auth_age {
+        parts.push(format!(
+            "from a password entered at most {}s ago",
+            age.as_secs()
+        ));
+    }
     parts.join(", ")
 }
 
@@ -411,7 +417,7 @@ fn token_mint(
     let now = now_secs();
     let exp = now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
     let token = issuer
-        .access_token(&sub, &roles, now, exp, false)
+        .access_token(&sub, &roles, now, exp, false, None)
         .map_err(CliError::Signing)?;
     println!("{token}");
     Ok(())

@@ -1477,11 +1477,19 @@ impl Ctx<'_> {
             };
             let require = r.require.as_ref().map_or_else(Require::default, |req| {
                 let req = req.get_ref();
+                let max_auth_age = req.max_auth_age.as_ref().map(|age| {
+                    self.duration(
+                        &Some(age.clone()),
+                        &format!("{key}.require.max_auth_age"),
+                        Duration::ZERO,
+                    )
+                });
                 Require {
                     roles: req.roles.clone(),
                     any_roles: req.any_roles.clone(),
                     claims: req.claims.clone().into_iter().collect(),
                     fresh: req.fresh,
+                    max_auth_age,
                 }
             });
             if auth != Auth::Required

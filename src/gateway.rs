@@ -30,7 +30,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use crate::accounts::{Accounts, Endpoint};
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, now_secs};
 use crate::body::Body;
 use crate::config::Config;
 use crate::cors::{self, Cors};
@@ -232,7 +232,7 @@ impl Gateway {
         }
 
         // 5. authorize, then count
-        if !route.permits(caller.as_deref().map(|c| &c.claims)) {
+        if !route.permits(caller.as_deref().map(|c| &c.claims), now_secs()) {
             return Err(Error::InsufficientScope);
         }
         if route.rate_limit.is_some() {

@@ -163,6 +163,14 @@ pub struct Claims {
     pub token_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fresh: Option<bool>,
+    /// When the user last entered a password (OpenID Connect's `auth_time`): set at login
+    /// and carried through every refresh, for routes with `max_auth_age`.
+    #[serde(
+        default,
+        with = "numeric_date",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_time: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -175,7 +183,17 @@ pub struct Claims {
 
 /// Claim names that [`Claims`] has fields for.
 const TYPED_CLAIMS: &[&str] = &[
-    "sub", "iat", "nbf", "exp", "jti", "type", "fresh", "iss", "aud", "roles",
+    "sub",
+    "iat",
+    "nbf",
+    "exp",
+    "jti",
+    "type",
+    "fresh",
+    "auth_time",
+    "iss",
+    "aud",
+    "roles",
 ];
 
 impl Claims {
@@ -222,6 +240,7 @@ impl Claims {
             "nbf" => self.nbf.map(|v| Cow::Owned(v.to_string())),
             "exp" => self.exp.map(|v| Cow::Owned(v.to_string())),
             "fresh" => self.fresh.map(|v| Cow::Owned(v.to_string())),
+            "auth_time" => self.auth_time.map(|v| Cow::Owned(v.to_string())),
             other => match self.extra.get(other)? {
                 serde_json::Value::String(s) => Some(Cow::Borrowed(s.as_str())),
                 serde_json::Value::Array(items) => Some(Cow::Owned(
@@ -555,6 +574,7 @@ mod tests {
             jti: Some("j1".into()),
             token_type: Some(token_type.into()),
             fresh: Some(true),
+            auth_time: None,
             iss: Some("authgate".into()),
             aud: Some(OneOrMany::One("authgate".into())),
             roles: OneOrMany::Many(vec!["admin".into()]),

@@ -8,6 +8,7 @@
 mod normalize;
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use http::Method;
 
@@ -158,6 +159,8 @@ pub struct Require {
     pub claims: Vec<(String, String)>,
     /// The token came from a password login, not a refresh.
     pub fresh: bool,
+    /// The password was entered at most this long ago (the token's `auth_time`).
+    pub max_auth_age: Option<Duration>,
 }
 
 impl Require {
@@ -165,8 +168,9 @@ impl Require {
         *self == Require::default()
     }
 
-    /// Whether a caller with these claims (`None`: no token) meets every condition.
-    pub fn is_met_by(&self, claims: Option<&Claims>) -> bool {
+    /// Whether a caller with these claims (`None`: no token) meets every condition at
+    /// `now` (seconds since the epoch).
+    pub fn is_met_by(&self, claims: Option<&Claims>, now: i64) -> bool {
         let Some(claims) = claims else {
             return self.is_empty();
         };
@@ -178,6 +182,12 @@ impl Require {
                 .iter()
                 .all(|(name, value)| claims.claim_holds(name, value))
             && (!self.fresh || claims.fresh == Some(true))
+            && self.max_auth_age.is_none_or(|max| {
+                let max = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+                claims
+                    .auth_time
+                    .is_some_and(|at| now.saturating_sub(at) <= max)
+            })
     }
 }
 
@@ -224,9 +234,9 @@ pub enum LimitKey {
 }
 
 impl Route {
-    /// Whether a caller with these claims (`None`: no token) may pass.
-    pub fn permits(&self, claims: Option<&Claims>) -> bool {
-        self.require.is_met_by(claims)
+    /// Whether a caller with these claims (`None`: no token) may pass at `now`.
+    pub fn permits(&self, claims: Option<&Claims>, now: i64) -> bool {
+        self.require.is_met_by(claims, now)
     }
 
     /// The path the upstream gets for `path` (normalized, and matched by this route): the

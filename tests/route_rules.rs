@@ -491,3 +491,76 @@ rate_limit = { requests = 2, per = "1m", key = "ip" }
         ["/reports", "/reports", "/reports", "/search", "/search"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_auth_age_counts_from_the_password_login_through_refreshes() {
+    let (setup, gw) = start(
+        r#"
+[store]
+url = "sqlite://data/authgate.db"
+
+[accounts]
+login_rate_per_ip = "1000/m"
+login_rate_per_user = "1000/m"
+
+[[route]]
+path = "/billing"
+upstream = "app"
+require = { max_auth_age = "10m" }
+"#,
+    )
+    .await;
+    let http = setup.client();
+    let creds = json!({ "username": "dora", "password": "a-long-password" });
+    let status = http
+        .post(gw.url("/auth/register"))
+        .json(&creds)
+        .send()
+        .await
+        .expect("register")
+        .status();
+    assert_eq!(status, 201);
+    let tokens: serde_json::Value = http
+        .post(gw.url("/auth/login"))
+        .json(&creds)
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let payload = |token: &str| -> serde_json::Value {
+        use base64::Engine as _;
+        let part = token.split('.').nth(1).expect("payload");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .expect("base64");
+        serde_json::from_slice(&bytes).expect("json")
+    };
+    let access = tokens["access_token"].as_str().expect("access");
+    let logged_in_at = payload(access)["auth_time"].as_i64().expect("auth_time");
+    assert!((common::now() - logged_in_at).abs() <= 5);
+    let (status, _) = get(&setup, &gw, "/billing", Some(access)).await;
+    assert_eq!(status, 200);
+    // A refresh is not a password entry: the new tokens keep the login's time.
+    let refreshed: serde_json::Value = http
+        .post(gw.url("/auth/refresh"))
+        .bearer_auth(tokens["refresh_token"].as_str().expect("refresh"))
+        .send()
+        .await
+        .expect("refresh")
+        .json()
+        .await
+        .expect("json");
+    let access = refreshed["access_token"].as_str().expect("access");
+    assert_eq!(payload(access)["auth_time"].as_i64(), Some(logged_in_at));
+    let (status, _) = get(&setup, &gw, "/billing", Some(access)).await;
+    assert_eq!(status, 200);
+    // A login an hour ago, or none on record: 403.
+    for auth_time in [Some(common::now() - 3600), None] {
+        let mut claims = access_claims("dora", &[]);
+        claims.auth_time = auth_time;
+        let (status, seen) = get(&setup, &gw, "/billing", Some(&setup.key.sign(&claims))).await;
+        assert_eq!((status, seen), (403, None), "{auth_time:?}");
+    }
+}

@@ -82,6 +82,7 @@ mod tests {
                 jti: None,
                 token_type: None,
                 fresh: None,
+                auth_time: None,
                 iss: None,
                 aud: None,
                 roles: Default::default(),

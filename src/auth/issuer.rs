@@ -43,7 +43,7 @@ impl Issuer {
     }
 
     /// An access token of `sub` with `roles`, valid until `exp`; `fresh` only right after
-    /// a password login.
+    /// a password login, `auth_time` when that login was (none for a minted token).
     pub(crate) fn access_token(
         &self,
         sub: &str,
@@ -51,10 +51,12 @@ impl Issuer {
         now: i64,
         exp: i64,
         fresh: bool,
+        auth_time: Option<i64>,
     ) -> Result<String, SignError> {
         let mut claims = self.claims(sub, "access", random_uuid(), now, exp);
         claims.roles = OneOrMany::Many(roles.to_vec());
         claims.fresh = Some(fresh);
+        claims.auth_time = auth_time;
         self.signer.sign(&claims)
     }
 
@@ -65,8 +67,10 @@ impl Issuer {
         jti: &str,
         now: i64,
         exp: i64,
+        auth_time: Option<i64>,
     ) -> Result<String, SignError> {
-        let claims = self.claims(sub, "refresh", jti.to_owned(), now, exp);
+        let mut claims = self.claims(sub, "refresh", jti.to_owned(), now, exp);
+        claims.auth_time = auth_time;
         self.signer.sign(&claims)
     }
 
@@ -80,6 +84,7 @@ impl Issuer {
             jti: Some(jti),
             token_type: Some(token_type.to_owned()),
             fresh: Some(false),
+            auth_time: None,
             iss: Some(self.issuer.clone()),
             aud: Some(OneOrMany::One(self.audience.clone())),
             roles: OneOrMany::Many(Vec::new()),

@@ -180,6 +180,7 @@ pub(super) struct RawRequire {
     pub(super) claims: BTreeMap<String, String>,
     #[serde(default)]
     pub(super) fresh: bool,
+    pub(super) max_auth_age: Option<Spanned<String>>,
 }
 
 /// Where a value comes from: written in the file, `{ env = "VAR" }` or `{ file = "path" }`.
@@ -439,7 +440,7 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "cors",
             "rate_limit",
         ],
-        ["route", "require"] => &["roles", "any_roles", "claims", "fresh"],
+        ["route", "require"] => &["roles", "any_roles", "claims", "fresh", "max_auth_age"],
         ["route", "rate_limit"] => &["requests", "per", "key"],
         ["route", "cors"] => &[
             "allow_origins",

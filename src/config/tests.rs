@@ -452,7 +452,7 @@ const TOML_ERRORS: &[Refused] = &[
         issues: &[(
             19,
             "route[1].require.role",
-            "unknown key `role`, expected one of `roles`, `any_roles`, `claims`, `fresh`",
+            "unknown key `role`, expected one of `roles`, `any_roles`, `claims`, `fresh`, `max_auth_age`",
         )],
     },
     Refused {

@@ -180,6 +180,7 @@ pub fn access_claims(sub: &str, roles: &[&str]) -> Claims {
         jti: Some(format!("jti-{sub}-{now}-{}", rand_suffix())),
         token_type: Some("access".into()),
         fresh: Some(false),
+        auth_time: None,
         iss: Some("authgate".into()),
         aud: Some(OneOrMany::One("authgate".into())),
         roles: OneOrMany::Many(roles.iter().map(|r| (*r).to_owned()).collect()),
