@@ -27,6 +27,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         jti: Some("0123456789abcdef".into()),
         token_type: Some("access".into()),
         fresh: Some(false),
+        auth_time: None,
         iss: Some("authgate".into()),
         aud: Some(OneOrMany::One("authgate".into())),
         roles: OneOrMany::Many(vec!["user".into()]),
