@@ -12,7 +12,7 @@ use crate::config::{Config, ConfigErrors, LoadOptions, UpstreamTarget};
 use crate::error::error_chain;
 use crate::jwt::{Algorithm, KeyError, SignError};
 use crate::passwords::PasswordError;
-use crate::routes::{self, Auth, Require, normalize};
+use crate::routes::{self, Auth, LimitKey, Require, normalize};
 use crate::store::{Store, StoreError, User};
 
 #[derive(Debug, Parser)]
@@ -308,6 +308,37 @@ fn explain(path: &Path, method: &str, url: &str) -> Result<(), CliError> {
             Auth::Required => format!("required: an access token {}", describe(&route.require)),
         },
     );
+    if let Some(cors) = &route.cors {
+        let methods: Vec<&str> = cors.allow_methods.iter().map(|m| m.as_str()).collect();
+        say(
+            "cors",
+            &format!(
+                "origins {}; methods {}{}",
+                cors.allow_origins.join(" "),
+                methods.join(" "),
+                if cors.allow_credentials {
+                    "; with credentials"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    if let Some(limit) = route.rate_limit {
+        let per = match limit.rate.per {
+            crate::config::RatePer::Second => "second",
+            crate::config::RatePer::Minute => "minute",
+            crate::config::RatePer::Hour => "hour",
+        };
+        let by = match limit.key {
+            LimitKey::User => "caller",
+            LimitKey::Ip => "client address",
+        };
+        say(
+            "rate limit",
+            &format!("{} requests a {per} per {by}", limit.rate.count),
+        );
+    }
     let upstream = &config.upstreams[route.upstream];
     let target = match &upstream.target {
         UpstreamTarget::Echo => "builtin:echo".to_owned(),

@@ -206,7 +206,7 @@ require = { fresh = true }
 }
 
 #[test]
-fn explain_shows_the_rewrite_and_the_requirements() {
+fn explain_shows_the_host_rewrite_requirements_cors_and_rate_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("jwt.secret"), "0".repeat(64)).expect("secret");
     let config = dir.path().join("gateway.toml");
@@ -234,6 +234,8 @@ path = "/files"
 host = "*.internal.example"
 upstream = "app"
 auth = "public"
+cors = { allow_origins = ["https://app.example.com"], allow_credentials = true }
+rate_limit = { requests = 100, per = "1m", key = "ip" }
 "#,
     )
     .expect("config");
@@ -265,6 +267,8 @@ auth = "public"
     assert!(
         text.contains("route[1] path = \"/files\", host = \"*.internal.example\"")
             && text.contains("public (no token needed)")
+            && text.contains("cors        origins https://app.example.com; methods GET HEAD POST; with credentials")
+            && text.contains("rate limit  100 requests a minute per client address")
             && text.contains("forwarded   GET /files/a"),
         "{text}"
     );
