@@ -66,7 +66,8 @@ pub enum Via {
 /// a reload builds a new one, with an empty cache.
 #[derive(Debug)]
 pub(crate) struct Authenticator {
-    verifier: Verifier,
+    /// Shared with the tunnels whose tokens it checks again (`Grant`).
+    verifier: Arc<Verifier>,
     cache: TokenCache,
     identity: IdentityHeaders,
     revocations: Arc<Revocations>,
@@ -98,7 +99,7 @@ impl Authenticator {
                 })),
         );
         Authenticator {
-            verifier,
+            verifier: Arc::new(verifier),
             cache: TokenCache::new(tokens.verified_cache),
             identity: IdentityHeaders::new(&config.identity),
             revocations,
@@ -117,11 +118,7 @@ impl Authenticator {
         let caller = match credentials::extract(headers)? {
             Credential::Bearer(token) => self.access_token(token)?,
         };
-        let claims = &caller.claims;
-        if self
-            .revocations
-            .is_revoked(claims.jti.as_deref(), &claims.sub, claims.iat)
-        {
+        if self.revocations.refuses(&caller.claims) {
             return Err(TokenError::Revoked.into());
         }
         Ok(caller)
@@ -159,7 +156,7 @@ impl Authenticator {
         Grant {
             caller: caller.clone(),
             revocations: self.revocations.clone(),
-            leeway_secs: self.verifier.leeway_secs(),
+            verifier: self.verifier.clone(),
         }
     }
 }
@@ -170,19 +167,15 @@ impl Authenticator {
 pub(crate) struct Grant {
     caller: Arc<Caller>,
     revocations: Arc<Revocations>,
-    leeway_secs: i64,
+    verifier: Arc<Verifier>,
 }
 
 impl Grant {
-    /// Whether the token still stands at `now`.
+    /// Whether the token still stands at `now`: the clock checks and the revocation map,
+    /// as for a request that brought it again.
     fn holds(&self, now: i64) -> bool {
         let claims = &self.caller.claims;
-        claims
-            .exp
-            .is_some_and(|exp| exp.saturating_add(self.leeway_secs) > now)
-            && !self
-                .revocations
-                .is_revoked(claims.jti.as_deref(), &claims.sub, claims.iat)
+        self.verifier.check_times(claims, now).is_ok() && !self.revocations.refuses(claims)
     }
 
     /// Resolves once the token no longer stands.

@@ -101,6 +101,14 @@ pub enum Fault {
 }
 
 impl Error {
+    /// 429 for a limit whose next token comes in `wait_nanos`: `Retry-After` in whole
+    /// seconds, rounded up.
+    pub(crate) fn rate_limited(wait_nanos: u64) -> Error {
+        Error::RateLimited {
+            retry_after: wait_nanos.div_ceil(1_000_000_000),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Path(_)

@@ -232,7 +232,7 @@ impl Gateway {
         }
 
         // 5. authorize, then count
-        if !route.permits(caller.as_deref().map(|c| &c.claims), now_secs()) {
+        if !route.permits(caller.as_deref().map(|c| &c.claims), now_secs) {
             return Err(Error::InsufficientScope);
         }
         if route.rate_limit.is_some() {

@@ -513,11 +513,6 @@ impl Verifier {
     pub fn keys(&self) -> &[Key] {
         &self.keys
     }
-
-    /// The clock skew allowed on `exp` and `nbf`, in seconds.
-    pub fn leeway_secs(&self) -> i64 {
-        self.leeway_secs
-    }
 }
 
 /// Signs tokens with the configured signing key.

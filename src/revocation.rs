@@ -12,6 +12,7 @@
 //! command line, another replica) reach the map through [`Revocations::apply`], fed by the
 //! server's store follower.
 
+use crate::jwt::Claims;
 use dashmap::DashMap;
 
 use crate::store::Revocation;
@@ -80,6 +81,12 @@ impl Revocations {
         self.tokens
             .retain(|_, exp| exp.saturating_add(leeway_secs) > now);
         self.users.retain(|_, before| *before >= user_horizon);
+    }
+
+    /// Whether the token with these claims is refused: its `jti`, or its user before its
+    /// `iat`.
+    pub(crate) fn refuses(&self, claims: &Claims) -> bool {
+        self.is_revoked(claims.jti.as_deref(), &claims.sub, claims.iat)
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -52,9 +52,7 @@ impl RouteLimits {
         };
         buckets
             .take_bounded(&key, self.now(), MAX_KEYS_PER_ROUTE)
-            .map_err(|wait| Error::RateLimited {
-                retry_after: wait.div_ceil(1_000_000_000),
-            })
+            .map_err(Error::rate_limited)
     }
 
     /// Lets the buckets that are full again go.

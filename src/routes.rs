@@ -168,9 +168,9 @@ impl Require {
         *self == Require::default()
     }
 
-    /// Whether a caller with these claims (`None`: no token) meets every condition at
-    /// `now` (seconds since the epoch).
-    pub fn is_met_by(&self, claims: Option<&Claims>, now: i64) -> bool {
+    /// Whether a caller with these claims (`None`: no token) meets every condition;
+    /// `now` (seconds since the epoch) is read only for `max_auth_age`.
+    pub fn is_met_by(&self, claims: Option<&Claims>, now: impl FnOnce() -> i64) -> bool {
         let Some(claims) = claims else {
             return self.is_empty();
         };
@@ -186,7 +186,7 @@ impl Require {
                 let max = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
                 claims
                     .auth_time
-                    .is_some_and(|at| now.saturating_sub(at) <= max)
+                    .is_some_and(|at| now().saturating_sub(at) <= max)
             })
     }
 }
@@ -234,8 +234,9 @@ pub enum LimitKey {
 }
 
 impl Route {
-    /// Whether a caller with these claims (`None`: no token) may pass at `now`.
-    pub fn permits(&self, claims: Option<&Claims>, now: i64) -> bool {
+    /// Whether a caller with these claims (`None`: no token) may pass; `now` is read only
+    /// when a requirement depends on the time.
+    pub fn permits(&self, claims: Option<&Claims>, now: impl FnOnce() -> i64) -> bool {
         self.require.is_met_by(claims, now)
     }
 

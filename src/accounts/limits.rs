@@ -36,13 +36,6 @@ use crate::error::Error;
 /// 200 times a minute, and no address makes us compute more hashes than that.
 pub(crate) const CHECKS_PER_FAILURE: u32 = 10;
 
-/// Retry-After in whole seconds, rounded up.
-fn retry_after(wait: Nanos) -> Error {
-    Error::RateLimited {
-        retry_after: wait.div_ceil(1_000_000_000),
-    }
-}
-
 /// A username as a bucket key: bounded before it becomes one, so a flood of long names
 /// costs little, and folded as the store folds names, so "Alice" and "alice" share one.
 fn user_key(user: &str) -> String {
@@ -113,7 +106,7 @@ impl LoginLimits {
     pub(crate) fn register(&self, ip: IpAddr) -> Result<(), Error> {
         self.registrations_per_ip
             .take(&ip, self.now())
-            .map_err(retry_after)
+            .map_err(Error::rate_limited)
     }
 
     /// One login attempt from `ip` for `user`, admitted when every bucket it needs has
@@ -127,7 +120,7 @@ impl LoginLimits {
         // A refused attempt makes no hash: it gives back the tokens it took so far.
         let refused = |wait, taken| {
             self.give_back_first(taken, &key);
-            retry_after(wait)
+            Error::rate_limited(wait)
         };
         self.checks_per_ip
             .take(&ip, now)
