@@ -94,7 +94,7 @@ impl Drop for Tracked {
 #[derive(Debug)]
 pub(crate) struct Activity {
     in_flight: AtomicUsize,
-    /// When `in_flight` last changed, in ms since the registry's epoch.
+    /// When the connection last became idle (or opened), in ms since the registry's epoch.
     last_change_ms: AtomicU64,
     /// Cancelled when the accept loop needs this connection's slot.
     evicted: CancellationToken,
@@ -104,8 +104,9 @@ pub(crate) struct Activity {
 impl Activity {
     /// Marks a request in flight until the guard (or the response body holding it) drops.
     pub(crate) fn busy(self: &Arc<Self>) -> Busy {
+        // No clock read here: while busy, the time of the last change counts for nothing;
+        // it matters from the moment the connection is idle again (`Busy::drop`).
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.touch();
         Busy(self.clone())
     }
 
