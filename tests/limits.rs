@@ -104,15 +104,8 @@ async fn an_idle_keep_alive_connection_is_closed_at_header_read_timeout() {
     let config = with_server_settings(&setup.standard_config(), "header_read_timeout = \"1s\"");
     let gw = setup.start_with(&config).await;
     let mut stream = common::tls_connect(gw.addr, &setup.pki.ca_pem, &[b"http/1.1"]).await;
-    stream
-        .write_all(b"GET /public/once HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .expect("write");
-    let response = tokio::time::timeout(Duration::from_secs(5), read_message(&mut stream))
-        .await
-        .expect("in time")
-        .expect("a response");
-    assert_eq!(raw_status(&String::from_utf8_lossy(&response)), 200);
+    let (status, text) = common::keep_alive_get(&mut stream, "/public/once").await;
+    assert_eq!(status, 200, "{text}");
     // Then nothing: the wait for the next request head is bounded too.
     let (closed, received) = time_until_closed(&mut stream, b"", Duration::from_secs(4)).await;
     let closed = closed.expect("an idle keep-alive connection is closed at header_read_timeout");
@@ -506,17 +499,8 @@ async fn a_connection_over_max_connections_takes_the_slot_of_an_idle_one() {
     let mut first = common::tls_connect(gw.addr, &ca, &[b"http/1.1"]).await;
     let mut second = common::tls_connect(gw.addr, &ca, &[b"http/1.1"]).await;
     for (i, stream) in [&mut first, &mut second].into_iter().enumerate() {
-        stream
-            .write_all(
-                format!("GET /public/held{i} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
-            )
-            .await
-            .expect("write");
-        let response = tokio::time::timeout(Duration::from_secs(5), read_message(stream))
-            .await
-            .expect("in time")
-            .expect("a response");
-        assert_eq!(raw_status(&String::from_utf8_lossy(&response)), 200);
+        let (status, text) = common::keep_alive_get(stream, &format!("/public/held{i}")).await;
+        assert_eq!(status, 200, "{text}");
         // Apart in time (the registry keeps milliseconds), so the first is idle longest.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -543,15 +527,8 @@ async fn a_connection_over_max_connections_takes_the_slot_of_an_idle_one() {
         "the first connection was closed: {first_read:?}"
     );
     // The second still works.
-    second
-        .write_all(b"GET /public/again HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .expect("write");
-    let response = tokio::time::timeout(Duration::from_secs(5), read_message(&mut second))
-        .await
-        .expect("in time")
-        .expect("a response");
-    assert_eq!(raw_status(&String::from_utf8_lossy(&response)), 200);
+    let (status, text) = common::keep_alive_get(&mut second, "/public/again").await;
+    assert_eq!(status, 200, "{text}");
 }
 
 /// The most dangerous shapes of the smuggling corpus (tests/framing_differential.rs), each

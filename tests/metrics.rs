@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use authgate::jwt::Algorithm;
 use common::metrics::{delta, scrape, value};
-use common::{Setup, json_of, raw_json, raw_status, read_message};
-use tokio::io::AsyncWriteExt as _;
+use common::{Setup, json_of, raw_json};
 use tokio::net::TcpListener;
 
 fn requests_key(route: &str, method: &str, status: u16) -> String {
@@ -363,16 +362,8 @@ async fn open_connections_counts_a_keep_alive_connection() {
 
     let mut stream = common::tls_connect(gw.addr, &setup.pki.ca_pem, &[b"http/1.1"]).await;
     for i in 0..2 {
-        stream
-            .write_all(format!("GET /public/ka{i} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-            .await
-            .expect("write");
-        let response = tokio::time::timeout(Duration::from_secs(5), read_message(&mut stream))
-            .await
-            .expect("a response in time")
-            .expect("a whole response");
-        let text = String::from_utf8_lossy(&response);
-        assert_eq!(raw_status(&text), 200, "{text}");
+        let (status, text) = common::keep_alive_get(&mut stream, &format!("/public/ka{i}")).await;
+        assert_eq!(status, 200, "{text}");
     }
     let open = value(&scrape(admin).await, "authgate_open_connections");
     assert!(open >= 1.0, "open connections while one is open: {open}");

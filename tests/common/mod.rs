@@ -573,6 +573,24 @@ pub fn raw_json(text: &str) -> serde_json::Value {
     serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("JSON body: {e}\n{text}"))
 }
 
+/// One keep-alive `GET path` on an open HTTP/1.1 `stream` (Host: localhost), its whole
+/// response read within 5 s: the status and the response text.
+pub async fn keep_alive_get<S>(stream: &mut S, path: &str) -> (u16, String)
+where
+    S: AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let response = tokio::time::timeout(Duration::from_secs(5), read_message(stream))
+        .await
+        .expect("a response in time")
+        .expect("a whole response");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    (raw_status(&text), text)
+}
+
 /// Reads one HTTP/1.1 message (head, and a body framed by `Content-Length` or chunked)
 /// from `stream`; `None` on EOF or error before a whole message. Bounded by the caller.
 pub async fn read_message<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
