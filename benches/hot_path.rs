@@ -59,11 +59,7 @@ fn verification(c: &mut Criterion) {
         let claims = verifier.verify_access(&token, NOW).expect("verify");
         cache.insert(
             &token,
-            Arc::new(Caller {
-                claims,
-                headers: Vec::new(),
-                via: Via::Bearer,
-            }),
+            Arc::new(Caller::new(claims, Vec::new(), Via::Bearer)),
         );
         // The first request with a new token: a miss, a verification, an insertion (the
         // empty cache is made outside the timed part).
@@ -73,11 +69,7 @@ fn verification(c: &mut Criterion) {
                 |cache| {
                     assert!(cache.get(black_box(&token)).is_none());
                     let claims = verifier.verify_access(&token, NOW).expect("verify");
-                    let entry = Arc::new(Caller {
-                        claims,
-                        headers: Vec::new(),
-                        via: Via::Bearer,
-                    });
+                    let entry = Arc::new(Caller::new(claims, Vec::new(), Via::Bearer));
                     cache.insert(&token, entry.clone());
                     (cache, entry)
                 },

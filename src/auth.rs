@@ -5,12 +5,13 @@
 //! | part | its one job |
 //! | --- | --- |
 //! | `credentials` | the credential sources, one function each |
-//! | `cache` | verified access tokens, so a repeated token costs a lookup |
+//! | `cache` | verified access tokens and API keys, so a repeated one costs a lookup |
 //! | `identity` | the identity headers a caller becomes upstream |
 //! | `issuer` | minting tokens, for the account endpoints and `token mint` |
 //!
 //! Whatever the source and whether the cache answered, the same checks end every
-//! decision: the token's times against the clock and the revocation map.
+//! decision: the credential's times against the clock and the revocation map (an API
+//! key's id is revoked as a token's `jti` is).
 
 mod cache;
 mod credentials;
@@ -22,11 +23,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::api_keys::{self, ApiKeys, LiveKey};
 use crate::config::Config;
 use crate::error::Error;
 use crate::jwt::{Claims, TokenError, Verifier};
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
+use crate::routes::CallerKind;
 
 pub use cache::TokenCache;
 pub use credentials::bearer_token;
@@ -42,9 +45,21 @@ pub struct Caller {
     pub claims: Claims,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub via: Via,
+    /// The live key, for an API-key caller: its expiry and last use.
+    pub(crate) key: Option<Arc<LiveKey>>,
 }
 
 impl Caller {
+    /// A caller that is not an API key's.
+    pub fn new(claims: Claims, headers: Vec<(HeaderName, HeaderValue)>, via: Via) -> Caller {
+        Caller {
+            claims,
+            headers,
+            via,
+            key: None,
+        }
+    }
+
     /// The caller's name, as the identity header carries it.
     pub fn name(&self) -> &str {
         &self.claims.sub
@@ -60,6 +75,18 @@ impl Caller {
 pub enum Via {
     /// An access token in `Authorization: Bearer`.
     Bearer,
+    /// An API key, from any of its sources.
+    ApiKey,
+}
+
+impl Via {
+    /// The kind of caller this makes, as a route's `require.kind` asks for it.
+    pub fn kind(self) -> CallerKind {
+        match self {
+            Via::Bearer => CallerKind::User,
+            Via::ApiKey => CallerKind::ApiKey,
+        }
+    }
 }
 
 /// Verifies credentials for one config (its keys, issuer, audience, identity headers);
@@ -70,6 +97,7 @@ pub(crate) struct Authenticator {
     verifier: Arc<Verifier>,
     cache: TokenCache,
     identity: IdentityHeaders,
+    keys: Arc<ApiKeys>,
     revocations: Arc<Revocations>,
     metrics: Arc<Metrics>,
 }
@@ -77,6 +105,7 @@ pub(crate) struct Authenticator {
 impl Authenticator {
     pub(crate) fn new(
         config: &Config,
+        keys: Arc<ApiKeys>,
         revocations: Arc<Revocations>,
         metrics: Arc<Metrics>,
     ) -> Authenticator {
@@ -102,6 +131,7 @@ impl Authenticator {
             verifier: Arc::new(verifier),
             cache: TokenCache::new(tokens.verified_cache),
             identity: IdentityHeaders::new(&config.identity),
+            keys,
             revocations,
             metrics,
         }
@@ -117,6 +147,7 @@ impl Authenticator {
     pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, Error> {
         let caller = match credentials::extract(headers)? {
             Credential::Bearer(token) => self.access_token(token)?,
+            Credential::ApiKey(key) => self.api_key(&key)?,
         };
         if self.revocations.refuses(&caller.claims) {
             return Err(TokenError::Revoked.into());
@@ -139,8 +170,52 @@ impl Authenticator {
             headers: self.identity.render(&claims)?,
             claims,
             via: Via::Bearer,
+            key: None,
         });
         self.cache.insert(token, caller.clone());
+        Ok(caller)
+    }
+
+    /// An API key: a typo fails the checksum before any lookup; a live key is found in
+    /// memory by its hash, then cached as a token is. Its expiry is checked on every hit,
+    /// its revocation by [`Self::authenticate`].
+    fn api_key(&self, key: &str) -> Result<Arc<Caller>, Error> {
+        let now = now_secs();
+        let caller = match self.cache.get(key) {
+            Some(hit) => {
+                self.metrics.token_cache(true);
+                hit
+            }
+            None => {
+                self.metrics.token_cache(false);
+                if !api_keys::well_formed(key) {
+                    return Err(TokenError::KeyChecksum.into());
+                }
+                let live = self.keys.find(key).ok_or(TokenError::UnknownApiKey)?;
+                let claims = Claims {
+                    sub: live.name.clone(),
+                    jti: Some(live.id.clone()),
+                    iat: Some(live.created_at),
+                    exp: live.expires_at,
+                    roles: crate::jwt::OneOrMany::Many(live.roles.clone()),
+                    ..Claims::default()
+                };
+                let caller = Arc::new(Caller {
+                    headers: self.identity.render(&claims)?,
+                    claims,
+                    via: Via::ApiKey,
+                    key: Some(live),
+                });
+                self.cache.insert(key, caller.clone());
+                caller
+            }
+        };
+        if let Some(live) = &caller.key {
+            if live.expired(now) {
+                return Err(TokenError::Expired.into());
+            }
+            live.used(now);
+        }
         Ok(caller)
     }
 }

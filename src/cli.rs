@@ -13,7 +13,7 @@ use crate::error::error_chain;
 use crate::jwt::{Algorithm, KeyError, SignError};
 use crate::passwords::PasswordError;
 use crate::routes::{self, Auth, LimitKey, Require, normalize};
-use crate::store::{Store, StoreError, User};
+use crate::store::{ApiKey, Store, StoreError, User};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +59,28 @@ pub enum Command {
     /// Accounts in the configured store (safe while a gateway runs on it).
     #[command(subcommand)]
     User(UserCommand),
+    /// API keys for machines, in the configured store (safe while a gateway runs on it).
+    #[command(subcommand)]
+    Apikey(ApiKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it, once, on standard output: only its hash is stored.
+    Create {
+        /// The identity the key's callers get (a name no user has).
+        name: String,
+        /// A role; repeat for more.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime, like "90d" (default: no expiry).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List keys: name, roles, created, last used, expiry (never the key).
+    List,
+    /// Revoke a key: refused by every gateway on the store within a second.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +227,7 @@ pub fn run(command: Command, config_path: &Path) -> ExitCode {
             token_mint(config_path, sub, roles, ttl.as_deref())
         }
         Command::User(command) => user(config_path, command),
+        Command::Apikey(command) => api_key(config_path, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -358,6 +381,9 @@ fn explain(path: &Path, method: &str, url: &str) -> Result<(), CliError> {
 /// A route's requirements as `explain` says them.
 fn describe(require: &Require) -> String {
     let mut parts = Vec::new();
+    if let Some(kind) = require.kind {
+        parts.push(format!("only of kind {}", kind.as_str()));
+    }
     if !require.roles.is_empty() {
         parts.push(format!("with roles {}", require.roles.join(", ")));
     }
@@ -537,6 +563,77 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+fn api_key(config_path: &Path, command: ApiKeyCommand) -> Result<(), CliError> {
+    let config = load(config_path)?;
+    let store = open_store(&config)?;
+    match command {
+        ApiKeyCommand::Create { name, roles, ttl } => {
+            crate::accounts::check_username(&name).map_err(|e| refused(e.description()))?;
+            for role in &roles {
+                check_role(role)?;
+            }
+            let now = now_secs();
+            let expires_at = ttl
+                .map(|text| crate::config::parse_duration(&text).map_err(CliError::Refused))
+                .transpose()?
+                .map(|ttl| now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)));
+            let key = crate::api_keys::mint();
+            let stored = ApiKey {
+                name: name.clone(),
+                id: crate::auth::random_uuid(),
+                hash: crate::api_keys::digest(&key),
+                roles,
+                created_at: now,
+                expires_at,
+                last_used_at: None,
+            };
+            match store.create_api_key(&stored) {
+                Err(StoreError::Conflict) => {
+                    return Err(refused(format!(
+                        "\"{name}\" is taken by a user or another key"
+                    )));
+                }
+                other => other?,
+            }
+            // The key alone on stdout, so a script can capture it; it is never shown again.
+            println!("{key}");
+            eprintln!("created API key {name}; store it now: it cannot be shown again");
+        }
+        ApiKeyCommand::List => {
+            let never = || "never".to_owned();
+            for key in store.api_keys()? {
+                println!(
+                    "{}\troles={}\tcreated={}\tlast_used={}\texpires={}",
+                    key.name,
+                    key.roles.join(","),
+                    utc(key.created_at),
+                    key.last_used_at.map_or_else(never, utc),
+                    key.expires_at.map_or_else(never, utc),
+                );
+            }
+        }
+        ApiKeyCommand::Revoke { name } => {
+            let Some(key) = store.revoke_api_key(&name)? else {
+                return Err(refused(format!("no API key named \"{name}\"")));
+            };
+            tracing::info!(target: "authgate::audit", event = "revoke_api_key", key = %key.name, "revoked from the command line");
+            println!("revoked API key {}", key.name);
+        }
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC time, to the second.
+fn utc(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
 }
 
 fn no_such_user(name: &str) -> CliError {

@@ -27,7 +27,8 @@ pub use crate::error::ErrorBody;
 use crate::headers;
 use crate::jwt::{Algorithm, Key};
 use crate::routes::{
-    Auth, HostPattern, LimitKey, PathPattern, RateLimit, Require, Route, RouteTable, normalize,
+    Auth, CallerKind, HostPattern, LimitKey, PathPattern, RateLimit, Require, Route, RouteTable,
+    normalize,
 };
 use crate::tls;
 use raw::{RawConfig, RawPreviousKey, Source};
@@ -1484,12 +1485,25 @@ impl Ctx<'_> {
                         Duration::ZERO,
                     )
                 });
+                let kind = req.kind.as_ref().map(|kind| match kind.get_ref().as_str() {
+                    "user" => CallerKind::User,
+                    "api_key" => CallerKind::ApiKey,
+                    other => {
+                        self.error(
+                            kind,
+                            &format!("{key}.require.kind"),
+                            format!("\"{other}\" is not \"user\" or \"api_key\""),
+                        );
+                        CallerKind::User
+                    }
+                });
                 Require {
                     roles: req.roles.clone(),
                     any_roles: req.any_roles.clone(),
                     claims: req.claims.clone().into_iter().collect(),
                     fresh: req.fresh,
                     max_auth_age,
+                    kind,
                 }
             });
             if auth != Auth::Required

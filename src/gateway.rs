@@ -77,7 +77,12 @@ impl Gateway {
         });
         Gateway {
             trusted_proxies: TrustedProxies::new(config.server.trusted_proxies.clone()),
-            auth: Authenticator::new(&config, shared.revocations.clone(), shared.metrics.clone()),
+            auth: Authenticator::new(
+                &config,
+                shared.api_keys.clone(),
+                shared.revocations.clone(),
+                shared.metrics.clone(),
+            ),
             proxy: Proxy::new(&config, shared.tasks.clone()),
             accounts,
             metrics: shared.metrics.clone(),
@@ -232,7 +237,10 @@ impl Gateway {
         }
 
         // 5. authorize, then count
-        if !route.permits(caller.as_deref().map(|c| &c.claims), now_secs) {
+        if !route.permits(
+            caller.as_deref().map(|c| (&c.claims, c.via.kind())),
+            now_secs,
+        ) {
             return Err(Error::InsufficientScope);
         }
         if route.rate_limit.is_some() {

@@ -55,6 +55,10 @@ pub enum TokenError {
     UnforwardableClaim,
     #[error("token lifetime too long")]
     LifetimeTooLong,
+    #[error("API key checksum mismatch")]
+    KeyChecksum,
+    #[error("unknown API key")]
+    UnknownApiKey,
 }
 
 impl TokenError {
@@ -77,6 +81,8 @@ impl TokenError {
             TokenError::Revoked => "revoked",
             TokenError::UnforwardableClaim => "unforwardable_claim",
             TokenError::LifetimeTooLong => "lifetime_too_long",
+            TokenError::KeyChecksum => "api_key_checksum",
+            TokenError::UnknownApiKey => "api_key_unknown",
         }
     }
 
@@ -99,6 +105,8 @@ impl TokenError {
             TokenError::Revoked => "the token has been revoked",
             TokenError::UnforwardableClaim => "a token claim cannot be forwarded as a header",
             TokenError::LifetimeTooLong => "the token lifetime exceeds the accepted maximum",
+            TokenError::KeyChecksum => "the API key is mistyped: its checksum does not match",
+            TokenError::UnknownApiKey => "the API key is unknown or revoked",
         }
     }
 }

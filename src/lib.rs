@@ -24,6 +24,7 @@
 //! | `cors` | a route's CORS policy: preflights answered, headers for allowed origins |
 //! | [`routes`] | path normalization and the route table |
 //! | [`auth`] | the one authenticator: credentials → a verified caller; token minting |
+//! | [`api_keys`] | the API key format (checksum, hash) and the live keys, in memory |
 //! | `route_limits` | the routes' `rate_limit`, per caller or address, bounded |
 //! | `accounts` | register, login, refresh, logout, me; login limits |
 //! | `buckets` | token buckets (GCRA) by key: login limits and route rate limits |
@@ -53,6 +54,7 @@
 mod accounts;
 mod activity;
 mod admin;
+pub mod api_keys;
 pub mod auth;
 mod body;
 mod buckets;

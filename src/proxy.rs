@@ -129,7 +129,8 @@ impl Proxy {
     /// Every client header that must not reach the upstream, found in one pass:
     /// hop-by-hop headers and those `Connection` names, identity headers in any spelling
     /// (on every route, public ones too), the client's forwarding headers unless it is a
-    /// trusted proxy, and `Authorization` unless the config forwards it.
+    /// trusted proxy, and the credential headers (`Authorization`, `X-API-Key`) unless the
+    /// config forwards them.
     fn headers_to_drop(&self, headers: &HeaderMap, trusted: bool) -> Vec<HeaderName> {
         let named = connection_tokens(headers);
         headers
@@ -139,7 +140,7 @@ impl Proxy {
                 if is_hop_by_hop(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name)) {
                     return true;
                 }
-                if name == "authorization" {
+                if name == "authorization" || name == "x-api-key" {
                     return !self.forward_authorization;
                 }
                 let folded = headers::fold(name);

@@ -147,6 +147,23 @@ pub enum Auth {
     Optional,
 }
 
+/// What kind of credential a caller proved itself with (`require.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerKind {
+    /// A person: an access token from a login.
+    User,
+    ApiKey,
+}
+
+impl CallerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallerKind::User => "user",
+            CallerKind::ApiKey => "api_key",
+        }
+    }
+}
+
 /// What a route asks of the caller's token beyond being valid (403 when it falls short).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Require {
@@ -161,6 +178,8 @@ pub struct Require {
     pub fresh: bool,
     /// The password was entered at most this long ago (the token's `auth_time`).
     pub max_auth_age: Option<Duration>,
+    /// Only callers of this kind (`None`: any).
+    pub kind: Option<CallerKind>,
 }
 
 impl Require {
@@ -168,13 +187,18 @@ impl Require {
         *self == Require::default()
     }
 
-    /// Whether a caller with these claims (`None`: no token) meets every condition;
-    /// `now` (seconds since the epoch) is read only for `max_auth_age`.
-    pub fn is_met_by(&self, claims: Option<&Claims>, now: impl FnOnce() -> i64) -> bool {
-        let Some(claims) = claims else {
+    /// Whether a caller of this kind with these claims (`None`: no caller) meets every
+    /// condition; `now` (seconds since the epoch) is read only for `max_auth_age`.
+    pub fn is_met_by(
+        &self,
+        caller: Option<(&Claims, CallerKind)>,
+        now: impl FnOnce() -> i64,
+    ) -> bool {
+        let Some((claims, kind)) = caller else {
             return self.is_empty();
         };
-        self.roles.iter().all(|r| claims.roles.contains(r))
+        self.kind.is_none_or(|wanted| wanted == kind)
+            && self.roles.iter().all(|r| claims.roles.contains(r))
             && (self.any_roles.is_empty()
                 || self.any_roles.iter().any(|r| claims.roles.contains(r)))
             && self
@@ -234,10 +258,14 @@ pub enum LimitKey {
 }
 
 impl Route {
-    /// Whether a caller with these claims (`None`: no token) may pass; `now` is read only
-    /// when a requirement depends on the time.
-    pub fn permits(&self, claims: Option<&Claims>, now: impl FnOnce() -> i64) -> bool {
-        self.require.is_met_by(claims, now)
+    /// Whether a caller of this kind with these claims (`None`: no caller) may pass;
+    /// `now` is read only when a requirement depends on the time.
+    pub fn permits(
+        &self,
+        caller: Option<(&Claims, CallerKind)>,
+        now: impl FnOnce() -> i64,
+    ) -> bool {
+        self.require.is_met_by(caller, now)
     }
 
     /// The path the upstream gets for `path` (normalized, and matched by this route): the

@@ -19,10 +19,13 @@ use crate::auth::now_secs;
 use crate::config::{Config, LoadOptions, Server, Tokens};
 use crate::gateway::Gateway;
 use crate::shared::Shared;
+use crate::store::{Store, StoreError};
 
 /// How often revocations made elsewhere (the command line, another replica) are read from
 /// the store: the contract is "enforced within one second".
 const REVOCATION_POLL: Duration = Duration::from_millis(250);
+/// How often the API keys' last uses are written to the store.
+const KEY_USE_INTERVAL: Duration = Duration::from_secs(5);
 /// How often expired revocations, refresh tokens and idle rate-limit buckets are dropped.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -162,29 +165,35 @@ fn restart_only(old: &Config, new: &Config) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Keeps the revocation map in step with the store, and purges what has expired.
+/// Keeps the revocation map and the live API keys in step with the store, writes the
+/// keys' last uses, and purges what has expired.
 pub(crate) async fn follow_store(current: Current, shared: Shared, mut cursor: i64) {
-    let Some(state) = shared.accounts else {
+    let Some(state) = shared.accounts.clone() else {
         return;
     };
     let mut poll = tokio::time::interval(REVOCATION_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_purge = tokio::time::Instant::now();
+    let mut last_key_uses = tokio::time::Instant::now();
     loop {
         poll.tick().await;
         let store = state.store.clone();
-        match tokio::task::spawn_blocking(move || store.revocations_since(cursor)).await {
-            Ok(Ok((found, next))) => {
-                for revocation in &found {
-                    shared.revocations.apply(revocation);
-                }
-                cursor = next;
-            }
+        let follower = shared.clone();
+        let record_uses = last_key_uses.elapsed() >= KEY_USE_INTERVAL;
+        if record_uses {
+            last_key_uses = tokio::time::Instant::now();
+        }
+        match tokio::task::spawn_blocking(move || {
+            follow_once(&*store, &follower, cursor, record_uses)
+        })
+        .await
+        {
+            Ok(Ok(next)) => cursor = next,
             Ok(Err(error)) => tracing::warn!(
                 error = %crate::error::error_chain(&error),
-                "cannot read revocations from the store"
+                "cannot follow the store"
             ),
-            Err(_) => tracing::warn!("the revocation reader failed"),
+            Err(_) => tracing::warn!("the store follower failed"),
         }
         if last_purge.elapsed() >= PURGE_INTERVAL {
             last_purge = tokio::time::Instant::now();
@@ -203,6 +212,29 @@ pub(crate) async fn follow_store(current: Current, shared: Shared, mut cursor: i
             }
         }
     }
+}
+
+/// One step of the follower, on the blocking pool: the revocations after `cursor` (the
+/// new cursor is returned), the key set if the store's key version moved, and the keys'
+/// last uses when `record_uses`.
+fn follow_once(
+    store: &dyn Store,
+    shared: &Shared,
+    cursor: i64,
+    record_uses: bool,
+) -> Result<i64, StoreError> {
+    let (found, next) = store.revocations_since(cursor)?;
+    for revocation in &found {
+        shared.revocations.apply(revocation);
+    }
+    let version = store.api_keys_version()?;
+    if version != shared.api_keys.version() {
+        shared.api_keys.load(&store.api_keys()?, version);
+    }
+    if record_uses {
+        store.touch_api_keys(&shared.api_keys.unrecorded_uses())?;
+    }
+    Ok(next)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Durable state behind one trait: users, refresh-token families, revocations.
+//! Durable state behind one trait: users, API keys, refresh-token families, revocations.
 //!
 //! The trait is synchronous on purpose: every backend call runs on the blocking pool
 //! (`spawn_blocking`), never on the async runtime, and SQLite (the embedded default) is a
@@ -64,6 +64,28 @@ impl User {
     }
 }
 
+/// An API key as stored: its hash, never the key. Its name is an identity as a user's is,
+/// so a name is either a user's or a key's, never both (case-insensitive, as users).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub name: String,
+    /// A public, random id: what a revocation of the key records (as a token's `jti`).
+    pub id: String,
+    /// The key's SHA-256, in hex.
+    pub hash: String,
+    pub roles: Vec<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+impl ApiKey {
+    /// Until when a revocation of this key must be kept: its expiry, or for ever.
+    pub fn revocation_until(&self) -> i64 {
+        self.expires_at.unwrap_or(i64::MAX)
+    }
+}
+
 /// One refresh token of a family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshToken {
@@ -96,6 +118,8 @@ pub enum Revocation {
 }
 
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new account; [`StoreError::Conflict`] when a user or an API key has its
+    /// name.
     fn create_user(&self, user: &User) -> Result<(), StoreError>;
     fn user(&self, name: &str) -> Result<Option<User>, StoreError>;
     fn users(&self) -> Result<Vec<User>, StoreError>;
@@ -104,6 +128,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn remove_user(&self, name: &str, before: i64) -> Result<bool, StoreError>;
     fn set_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError>;
     fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError>;
+
+    /// Stores a new key; [`StoreError::Conflict`] when a key or a user has its name.
+    fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    /// Every key, by name.
+    fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+    /// A number that grows with every key created: the gateway reloads its keys when it
+    /// changes (a removed key is refused through its revocation instead).
+    fn api_keys_version(&self) -> Result<i64, StoreError>;
+    /// Removes the key and records the revocation of its id, atomically; the removed key,
+    /// if there was one.
+    fn revoke_api_key(&self, name: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// Records when keys were last used (a later time never goes back).
+    fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError>;
 
     /// Stores the first refresh token of a new family.
     fn start_family(&self, first: &RefreshToken, now: i64) -> Result<(), StoreError>;

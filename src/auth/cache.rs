@@ -89,6 +89,7 @@ mod tests {
                 extra: Default::default(),
             },
             headers: Vec::new(),
+            key: None,
         })
     }
 

@@ -2,34 +2,98 @@
 //! A new source is one function here and one [`Credential`] variant; [`extract`] is the
 //! one place that decides which source a request used.
 
-use http::header::{self, HeaderMap};
+use std::borrow::Cow;
 
+use base64::Engine as _;
+use http::header::{self, HeaderMap, HeaderName};
+
+use crate::api_keys::looks_like_key;
 use crate::error::Error;
+use crate::headers::X_API_KEY;
 use crate::jwt::TokenError;
 
 /// A credential as found on a request, not yet verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Credential<'a> {
     /// `Authorization: Bearer <token>`: an access token.
     Bearer(&'a str),
+    /// An API key (`agk_...`): as the Bearer token, in `X-API-Key`, or as the password of
+    /// `Authorization: Basic` (any user name), for tools that only speak Basic.
+    ApiKey(Cow<'a, str>),
 }
 
-/// The request's one credential; none is [`Error::MissingToken`].
+/// The request's one credential; none is [`Error::MissingToken`]. Two different ones (a
+/// token and a key, two keys) are a conflict, not a choice.
 pub(crate) fn extract(headers: &HeaderMap) -> Result<Credential<'_>, Error> {
-    bearer_token(headers).map(Credential::Bearer)
+    match (authorization(headers)?, api_key_header(headers)?) {
+        (None, None) => Err(Error::MissingToken),
+        (Some(credential), None) => Ok(credential),
+        (None, Some(key)) => Ok(Credential::ApiKey(Cow::Borrowed(key))),
+        (Some(Credential::ApiKey(a)), Some(b)) if a == b => Ok(Credential::ApiKey(a)),
+        (Some(_), Some(_)) => Err(Error::ConflictingCredentials),
+    }
 }
 
-/// The token of the one `Authorization: Bearer` header. Two `Authorization` headers are a
-/// conflict, not a choice.
-pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+/// The credential in the one `Authorization` header: a Bearer token or key, or a key as
+/// a Basic password. Another scheme (an upstream's own Basic auth) is no credential of
+/// ours.
+fn authorization(headers: &HeaderMap) -> Result<Option<Credential<'_>>, Error> {
+    let Some(value) = one(headers, &header::AUTHORIZATION)? else {
+        return Ok(None);
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if rest.is_empty() {
+            return Err(TokenError::Malformed.into());
+        }
+        return Ok(Some(if looks_like_key(rest) {
+            Credential::ApiKey(Cow::Borrowed(rest))
+        } else {
+            Credential::Bearer(rest)
+        }));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Ok(basic_password(rest)
+            .filter(|password| looks_like_key(password))
+            .map(|key| Credential::ApiKey(Cow::Owned(key))));
+    }
+    Ok(None)
+}
+
+/// The password of a Basic credential (`base64(user:password)`), if it decodes.
+fn basic_password(encoded: &str) -> Option<String> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.to_owned())
+}
+
+fn api_key_header(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    Ok(one(headers, &X_API_KEY)?.map(str::trim))
+}
+
+/// The value of a header that may appear once; two are a conflict.
+fn one<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>, Error> {
+    let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else {
-        return Err(Error::MissingToken);
+        return Ok(None);
     };
     if values.next().is_some() {
         return Err(Error::ConflictingCredentials);
     }
-    let value = value.to_str().map_err(|_| TokenError::Malformed)?;
+    value
+        .to_str()
+        .map(Some)
+        .map_err(|_| TokenError::Malformed.into())
+}
+
+/// The token of the one `Authorization: Bearer` header (the account endpoints' refresh
+/// and logout tokens). Two `Authorization` headers are a conflict, not a choice.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
+    let value = one(headers, &header::AUTHORIZATION)?.ok_or(Error::MissingToken)?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Error::MissingToken);
@@ -66,6 +130,57 @@ mod tests {
             extract(&headers(&["Bearer abc"])).ok(),
             Some(Credential::Bearer("abc"))
         );
+    }
+
+    fn with(mut h: HeaderMap, name: &str, value: &str) -> HeaderMap {
+        h.append(
+            HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            HeaderValue::from_str(value).expect("value"),
+        );
+        h
+    }
+
+    #[test]
+    fn a_key_comes_as_bearer_x_api_key_or_basic_password() {
+        let key = "agk_0123";
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("any:{key}"));
+        for h in [
+            headers(&["Bearer agk_0123"]),
+            with(HeaderMap::new(), "x-api-key", key),
+            headers(&[&format!("Basic {basic}")]),
+            // The same key twice is one credential.
+            with(headers(&["Bearer agk_0123"]), "x-api-key", key),
+        ] {
+            assert_eq!(
+                extract(&h).ok(),
+                Some(Credential::ApiKey(key.into())),
+                "{h:?}"
+            );
+        }
+        // A Basic password that is not a key is the upstream's business.
+        let plain = base64::engine::general_purpose::STANDARD.encode("user:secret");
+        assert!(matches!(
+            extract(&headers(&[&format!("Basic {plain}")])),
+            Err(Error::MissingToken)
+        ));
+    }
+
+    #[test]
+    fn two_different_credentials_conflict() {
+        for h in [
+            with(headers(&["Bearer a.b.c"]), "x-api-key", "agk_1"),
+            with(headers(&["Bearer agk_2"]), "x-api-key", "agk_1"),
+            with(
+                with(HeaderMap::new(), "x-api-key", "agk_1"),
+                "x-api-key",
+                "agk_1",
+            ),
+        ] {
+            assert!(
+                matches!(extract(&h), Err(Error::ConflictingCredentials)),
+                "{h:?}"
+            );
+        }
     }
 
     #[test]

@@ -181,6 +181,7 @@ pub(super) struct RawRequire {
     #[serde(default)]
     pub(super) fresh: bool,
     pub(super) max_auth_age: Option<Spanned<String>>,
+    pub(super) kind: Option<Spanned<String>>,
 }
 
 /// Where a value comes from: written in the file, `{ env = "VAR" }` or `{ file = "path" }`.
@@ -440,7 +441,14 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "cors",
             "rate_limit",
         ],
-        ["route", "require"] => &["roles", "any_roles", "claims", "fresh", "max_auth_age"],
+        ["route", "require"] => &[
+            "roles",
+            "any_roles",
+            "claims",
+            "fresh",
+            "max_auth_age",
+            "kind",
+        ],
         ["route", "rate_limit"] => &["requests", "per", "key"],
         ["route", "cors"] => &[
             "allow_origins",

@@ -452,7 +452,7 @@ const TOML_ERRORS: &[Refused] = &[
         issues: &[(
             19,
             "route[1].require.role",
-            "unknown key `role`, expected one of `roles`, `any_roles`, `claims`, `fresh`, `max_auth_age`",
+            "unknown key `role`, expected one of `roles`, `any_roles`, `claims`, `fresh`, `max_auth_age`, `kind`",
         )],
     },
     Refused {
@@ -1323,6 +1323,19 @@ const ROUTE_ERRORS: &[Refused] = &[
             20,
             "route[1].require",
             "an optional route cannot require anything: a request without a token passes it",
+        )],
+    },
+    Refused {
+        name: "a_required_kind_is_user_or_api_key",
+        text: |_| {
+            with_route(
+                "path = \"/k\"\nupstream = \"app\"\nrequire = { kind = \"robot\" }\n",
+            )
+        },
+        issues: &[(
+            19,
+            "route[1].require.kind",
+            "\"robot\" is not \"user\" or \"api_key\"",
         )],
     },
     Refused {

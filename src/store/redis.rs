@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use redis::{Connection, Script};
 
-use super::{RefreshToken, Revocation, Rotation, Store, StoreError, User};
+use super::{ApiKey, RefreshToken, Revocation, Rotation, Store, StoreError, User};
 
 /// Connecting and each command: a store that does not answer within this is unavailable
 /// (503), as a locked SQLite file is after its busy timeout.
@@ -38,6 +38,15 @@ const USERS: &str = "authgate:users";
 /// the SQLite backend (`COLLATE NOCASE` folds ASCII).
 fn user_key(name: &str) -> String {
     format!("authgate:user:{}", name.to_ascii_lowercase())
+}
+
+const API_KEYS: &str = "authgate:api_keys";
+/// Counts the keys ever created: the version the gateway follows.
+const API_KEY_SEQ: &str = "authgate:api_key_seq";
+
+/// Keys are named as users are, folded to lower case; a name is a user's or a key's.
+fn api_key_key(name: &str) -> String {
+    format!("authgate:api_key:{}", name.to_ascii_lowercase())
 }
 
 fn token_key(jti: &str) -> String {
@@ -80,7 +89,7 @@ end
 static CREATE_USER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'hash', ARGV[2], 'roles', ARGV[3],
            'disabled', ARGV[4], 'created_at', ARGV[5])
 redis.call('SADD', KEYS[2], KEYS[1])
@@ -125,6 +134,71 @@ static SET_USER_FIELD: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
+"#,
+    )
+});
+
+const API_KEY_FIELDS_LUA: &str =
+    "'name', 'id', 'hash', 'roles', 'created_at', 'expires_at', 'last_used_at'";
+
+static CREATE_API_KEY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'id', ARGV[2], 'hash', ARGV[3], 'roles', ARGV[4],
+           'created_at', ARGV[5], 'expires_at', ARGV[6], 'last_used_at', '')
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('INCR', KEYS[4])
+return 1
+"#,
+    )
+});
+
+static ALL_API_KEYS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"
+local all = {{}}
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local k = redis.call('HMGET', key, {API_KEY_FIELDS_LUA})
+  if k[1] then for i = 1, 7 do table.insert(all, k[i] or '') end end
+end
+return all
+"#
+    ))
+});
+
+/// Removes a key and records the revocation of its id, as `REVOKE_TOKEN` does; the key's
+/// fields, or nothing.
+static REVOKE_API_KEY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"
+local k = redis.call('HMGET', KEYS[1], {API_KEY_FIELDS_LUA})
+if not k[1] then return {{}} end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], KEYS[1])
+local until = ARGV[1]
+if k[6] ~= '' then until = k[6] end
+local seq = redis.call('INCR', 'authgate:revocation_seq')
+local member = seq .. '|t|' .. until .. '|' .. k[2]
+redis.call('ZADD', 'authgate:revocations', seq, member)
+redis.call('ZADD', 'authgate:revoked_tokens_by_exp', until, member)
+for i = 1, 7 do k[i] = k[i] or '' end
+return k
+"#
+    ))
+});
+
+/// Sets `last_used_at` of existing keys, never backwards: pairs of key and time.
+static TOUCH_API_KEYS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for i, key in ipairs(KEYS) do
+  local at = tonumber(ARGV[i])
+  local current = tonumber(redis.call('HGET', key, 'last_used_at') or '')
+  if redis.call('EXISTS', key) == 1 and (not current or current < at) then
+    redis.call('HSET', key, 'last_used_at', at)
+  end
+end
 "#,
     )
 });
@@ -346,13 +420,88 @@ fn user_from(fields: &[String]) -> Option<User> {
     })
 }
 
+/// A key from the seven strings `ALL_API_KEYS` returns (empty = absent).
+fn api_key_from(fields: &[String]) -> Option<ApiKey> {
+    let [name, id, hash, roles, created_at, expires_at, last_used_at] = fields else {
+        return None;
+    };
+    let optional = |text: &String| (!text.is_empty()).then(|| number(text));
+    Some(ApiKey {
+        name: name.clone(),
+        id: id.clone(),
+        hash: hash.clone(),
+        roles: serde_json::from_str(roles).unwrap_or_default(),
+        created_at: number(created_at),
+        expires_at: optional(expires_at),
+        last_used_at: optional(last_used_at),
+    })
+}
+
 impl Store for RedisStore {
+    fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let roles = serde_json::to_string(&key.roles).unwrap_or_else(|_| "[]".into());
+        let created: i64 = self.with(|c| {
+            CREATE_API_KEY
+                .key(api_key_key(&key.name))
+                .key(API_KEYS)
+                .key(user_key(&key.name))
+                .key(API_KEY_SEQ)
+                .arg(&key.name)
+                .arg(&key.id)
+                .arg(&key.hash)
+                .arg(roles)
+                .arg(key.created_at)
+                .arg(key.expires_at.map(|at| at.to_string()).unwrap_or_default())
+                .invoke(c)
+        })?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let fields: Vec<String> = self.with(|c| ALL_API_KEYS.key(API_KEYS).invoke(c))?;
+        let mut keys: Vec<ApiKey> = fields.chunks(7).filter_map(api_key_from).collect();
+        keys.sort_by_key(|k| k.name.to_ascii_lowercase());
+        Ok(keys)
+    }
+
+    fn api_keys_version(&self) -> Result<i64, StoreError> {
+        let version: Option<i64> = self.with(|c| redis::cmd("GET").arg(API_KEY_SEQ).query(c))?;
+        Ok(version.unwrap_or(0))
+    }
+
+    fn revoke_api_key(&self, name: &str) -> Result<Option<ApiKey>, StoreError> {
+        let fields: Vec<String> = self.with(|c| {
+            REVOKE_API_KEY
+                .key(api_key_key(name))
+                .key(API_KEYS)
+                .arg(i64::MAX)
+                .invoke(c)
+        })?;
+        Ok(api_key_from(&fields))
+    }
+
+    fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let mut script = TOUCH_API_KEYS.prepare_invoke();
+        for (name, at) in used {
+            script.key(api_key_key(name)).arg(*at);
+        }
+        self.with(|c| script.invoke::<()>(c))
+    }
+
     fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let roles = serde_json::to_string(&user.roles).unwrap_or_else(|_| "[]".into());
         let created: i64 = self.with(|c| {
             CREATE_USER
                 .key(user_key(&user.name))
                 .key(USERS)
+                .key(api_key_key(&user.name))
                 .arg(&user.name)
                 .arg(&user.password_hash)
                 .arg(roles)

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
-use super::{RefreshToken, Revocation, Rotation, Store, StoreError, User};
+use super::{ApiKey, RefreshToken, Revocation, Rotation, Store, StoreError, User};
 
 /// How long a write waits for another process's write to finish before the store is
 /// reported unavailable (503). Writes take milliseconds; seconds mean trouble.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The schema, one entry per version (`PRAGMA user_version`); applied in order.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     -- Unique regardless of case: "Alice" and "alice" are one account.
     name          TEXT PRIMARY KEY COLLATE NOCASE,
@@ -47,7 +48,21 @@ CREATE TABLE revocations (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX revocations_subject ON revocations (kind, subject);
-"#];
+"#,
+    r#"
+CREATE TABLE api_keys (
+    -- AUTOINCREMENT: sqlite_sequence is the version the gateway follows.
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    name         TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    id           TEXT NOT NULL UNIQUE,
+    hash         TEXT NOT NULL UNIQUE,
+    roles        TEXT NOT NULL DEFAULT '[]',
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    last_used_at INTEGER
+);
+"#,
+];
 
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -153,15 +168,43 @@ fn revoke_user_in(tx: &rusqlite::Transaction<'_>, user: &str, before: i64) -> ru
     Ok(())
 }
 
-impl Store for SqliteStore {
-    fn create_user(&self, user: &User) -> Result<(), StoreError> {
-        let roles = serde_json::to_string(&user.roles).unwrap_or_else(|_| "[]".into());
-        let result = self.conn().execute(
-            "INSERT INTO users (name, password_hash, roles, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![user.name, user.password_hash, roles, user.disabled, user.created_at],
-        );
-        match result {
-            Ok(_) => Ok(()),
+fn api_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
+    let roles: String = row.get(3)?;
+    Ok(ApiKey {
+        name: row.get(0)?,
+        id: row.get(1)?,
+        hash: row.get(2)?,
+        roles: serde_json::from_str(&roles).unwrap_or_default(),
+        created_at: row.get(4)?,
+        expires_at: row.get(5)?,
+        last_used_at: row.get(6)?,
+    })
+}
+
+const API_KEY_COLUMNS: &str = "name, id, hash, roles, created_at, expires_at, last_used_at";
+
+impl SqliteStore {
+    /// Runs `insert` unless `taken` finds the name in the other table, in one transaction:
+    /// a name is a user's or a key's, never both.
+    fn insert_name(
+        &self,
+        taken: &str,
+        name: &str,
+        insert: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<usize>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let clash = tx
+            .query_row(taken, params![name], |_| Ok(()))
+            .optional()
+            .map_err(unavailable)?;
+        if clash.is_some() {
+            return Err(StoreError::Conflict);
+        }
+        match insert(&tx) {
+            Ok(_) => tx.commit().map_err(unavailable),
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
@@ -169,6 +212,94 @@ impl Store for SqliteStore {
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let roles = serde_json::to_string(&user.roles).unwrap_or_else(|_| "[]".into());
+        self.insert_name("SELECT 1 FROM api_keys WHERE name = ?1", &user.name, |tx| {
+            tx.execute(
+                "INSERT INTO users (name, password_hash, roles, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![user.name, user.password_hash, roles, user.disabled, user.created_at],
+            )
+        })
+    }
+
+    fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let roles = serde_json::to_string(&key.roles).unwrap_or_else(|_| "[]".into());
+        self.insert_name("SELECT 1 FROM users WHERE name = ?1", &key.name, |tx| {
+            tx.execute(
+                "INSERT INTO api_keys (name, id, hash, roles, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![key.name, key.id, key.hash, roles, key.created_at, key.expires_at],
+            )
+        })
+    }
+
+    fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY name"
+            ))
+            .map_err(unavailable)?;
+        let keys = stmt
+            .query_map([], api_key_from_row)
+            .map_err(unavailable)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        Ok(keys)
+    }
+
+    fn api_keys_version(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'api_keys'), 0)",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(unavailable)
+    }
+
+    fn revoke_api_key(&self, name: &str) -> Result<Option<ApiKey>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let key = tx
+            .query_row(
+                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE name = ?1"),
+                params![name],
+                api_key_from_row,
+            )
+            .optional()
+            .map_err(unavailable)?;
+        if let Some(key) = &key {
+            tx.execute("DELETE FROM api_keys WHERE id = ?1", params![key.id])
+                .map_err(unavailable)?;
+            tx.execute(
+                "INSERT INTO revocations (kind, subject, until, created_at) VALUES ('token', ?1, ?2, strftime('%s','now'))",
+                params![key.id, key.revocation_until()],
+            )
+            .map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)?;
+        Ok(key)
+    }
+
+    fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        for (name, at) in used {
+            tx.execute(
+                "UPDATE api_keys SET last_used_at = ?2 WHERE name = ?1 AND coalesce(last_used_at, 0) < ?2",
+                params![name, at],
+            )
+            .map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)
     }
 
     fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
