@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use authgate::store::{
-    RefreshToken, Revocation, Rotation, Store, StoreError, StoreUrl, User, open,
+    ApiKey, RefreshToken, Revocation, Rotation, Store, StoreError, StoreUrl, User, open,
 };
 use common::RedisServer;
 
@@ -38,6 +38,116 @@ fn user(name: &str) -> User {
         disabled: false,
         created_at: 1,
         revoked_before: None,
+    }
+}
+
+fn api_key(name: &str, expires_at: Option<i64>) -> ApiKey {
+    ApiKey {
+        name: name.into(),
+        id: format!("id-of-{name}"),
+        hash: format!("hash-of-{name}"),
+        roles: vec!["ci".into(), "deploy".into()],
+        created_at: 10,
+        expires_at,
+        last_used_at: None,
+    }
+}
+
+#[test]
+fn api_keys_round_trip_share_the_user_namespace_and_are_revoked_by_id() {
+    for (backend, store, _keep) in backends() {
+        assert_eq!(store.api_keys_version().expect("version"), 0, "{backend}");
+        store.create_user(&user("alice")).expect("alice");
+        let bot = api_key("bot", None);
+        store.create_api_key(&bot).expect("bot");
+        let brief = api_key("brief", Some(LATER));
+        store.create_api_key(&brief).expect("brief");
+        let after_two = store.api_keys_version().expect("version");
+        assert!(after_two >= 2, "{backend}: {after_two}");
+        assert_eq!(
+            store.api_keys().expect("list"),
+            [bot.clone(), brief.clone()],
+            "{backend}"
+        );
+
+        // One namespace, regardless of case, in both directions.
+        for clash in [api_key("BOT", None), api_key("Alice", None)] {
+            assert!(
+                matches!(store.create_api_key(&clash), Err(StoreError::Conflict)),
+                "{backend}: {}",
+                clash.name
+            );
+        }
+        assert!(
+            matches!(store.create_user(&user("Bot")), Err(StoreError::Conflict)),
+            "{backend}"
+        );
+
+        // Last uses never go back.
+        store
+            .touch_api_keys(&[("bot".into(), 50), ("nobody".into(), 9)])
+            .expect("touch");
+        store.touch_api_keys(&[("bot".into(), 40)]).expect("touch");
+        let listed = store.api_keys().expect("list");
+        assert_eq!(listed[0].last_used_at, Some(50), "{backend}");
+        assert_eq!(listed[1].last_used_at, None, "{backend}");
+
+        // A revocation removes the key and records its id until its expiry (or for ever).
+        let (_, cursor) = store.revocations_since(0).expect("revocations");
+        assert_eq!(
+            store.revoke_api_key("BOT").expect("revoke").map(|k| k.id),
+            Some(bot.id.clone()),
+            "{backend}"
+        );
+        assert_eq!(
+            store.revoke_api_key("brief").expect("revoke").map(|k| k.id),
+            Some(brief.id.clone())
+        );
+        assert_eq!(
+            store.revoke_api_key("bot").expect("again"),
+            None,
+            "{backend}"
+        );
+        let (found, _) = store.revocations_since(cursor).expect("revocations");
+        assert_eq!(
+            found,
+            [
+                Revocation::Token {
+                    jti: bot.id.clone(),
+                    exp: i64::MAX
+                },
+                Revocation::Token {
+                    jti: brief.id.clone(),
+                    exp: LATER
+                },
+            ],
+            "{backend}"
+        );
+        assert!(store.api_keys().expect("list").is_empty(), "{backend}");
+        // A purge keeps a revocation for as long as the key could have lived.
+        store.purge(LATER + 1, 0).expect("purge");
+        let (kept, _) = store.revocations_since(0).expect("revocations");
+        assert!(
+            kept.contains(&Revocation::Token {
+                jti: bot.id.clone(),
+                exp: i64::MAX
+            }),
+            "{backend}: {kept:?}"
+        );
+        assert!(
+            !kept
+                .iter()
+                .any(|r| matches!(r, Revocation::Token { jti, .. } if *jti == brief.id)),
+            "{backend}: {kept:?}"
+        );
+        // The name is free again; the version moves with every creation.
+        store
+            .create_api_key(&api_key("bot", None))
+            .expect("bot again");
+        assert!(
+            store.api_keys_version().expect("version") > after_two,
+            "{backend}"
+        );
     }
 }
 

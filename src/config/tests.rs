@@ -1327,11 +1327,7 @@ const ROUTE_ERRORS: &[Refused] = &[
     },
     Refused {
         name: "a_required_kind_is_user_or_api_key",
-        text: |_| {
-            with_route(
-                "path = \"/k\"\nupstream = \"app\"\nrequire = { kind = \"robot\" }\n",
-            )
-        },
+        text: |_| with_route("path = \"/k\"\nupstream = \"app\"\nrequire = { kind = \"robot\" }\n"),
         issues: &[(
             19,
             "route[1].require.kind",

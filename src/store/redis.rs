@@ -176,12 +176,12 @@ local k = redis.call('HMGET', KEYS[1], {API_KEY_FIELDS_LUA})
 if not k[1] then return {{}} end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], KEYS[1])
-local until = ARGV[1]
-if k[6] ~= '' then until = k[6] end
+local exp = ARGV[1]
+if k[6] ~= '' then exp = k[6] end
 local seq = redis.call('INCR', 'authgate:revocation_seq')
-local member = seq .. '|t|' .. until .. '|' .. k[2]
+local member = seq .. '|t|' .. exp .. '|' .. k[2]
 redis.call('ZADD', 'authgate:revocations', seq, member)
-redis.call('ZADD', 'authgate:revoked_tokens_by_exp', until, member)
+redis.call('ZADD', 'authgate:revoked_tokens_by_exp', exp, member)
 for i = 1, 7 do k[i] = k[i] or '' end
 return k
 "#
