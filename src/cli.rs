@@ -513,7 +513,9 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), CliError> {
             let user = User::new(name.clone(), hash, roles, now_secs());
             match store.create_user(&user) {
                 Err(StoreError::Conflict) => {
-                    return Err(refused(format!("a user named \"{name}\" exists")));
+                    return Err(refused(format!(
+                        "\"{name}\" is taken by a user or an API key"
+                    )));
                 }
                 other => other?,
             }
