@@ -24,6 +24,7 @@
 //! | `cors` | a route's CORS policy: preflights answered, headers for allowed origins |
 //! | [`routes`] | path normalization and the route table |
 //! | [`auth`] | the one authenticator: credentials → a verified caller; token minting |
+//! | [`client_cert`] | a verified client certificate read once; its XFCC; `client_identity` patterns |
 //! | `route_limits` | the routes' `rate_limit`, per caller or address, bounded |
 //! | `accounts` | register, login, refresh, logout, me; login limits |
 //! | `buckets` | token buckets (GCRA) by key: login limits and route rate limits |
@@ -57,6 +58,7 @@ pub mod auth;
 mod body;
 mod buckets;
 pub mod cli;
+pub mod client_cert;
 pub mod config;
 mod cors;
 mod echo;
