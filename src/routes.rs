@@ -145,6 +145,9 @@ pub enum Auth {
     /// A valid token adds the identity; no token passes without one; a token that is
     /// there but invalid is still refused (no silent downgrade).
     Optional,
+    /// The connection's verified client certificate, named by a `[[client_identity]]`, is
+    /// the caller; a token is not looked at.
+    ClientCert,
 }
 
 /// What a route asks of the caller's token beyond being valid (403 when it falls short).
