@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `credentials` | the credential sources, one function each |
 //! | `cache` | verified access tokens and API keys, so a repeated one costs a lookup |
+//! | `certificates` | callers by client certificate, per `[[client_identity]]` |
 //! | `identity` | the identity headers a caller becomes upstream |
 //! | `issuer` | minting tokens, for the account endpoints and `token mint` |
 //!
@@ -14,6 +15,7 @@
 //! key's id is revoked as a token's `jti` is).
 
 mod cache;
+mod certificates;
 mod credentials;
 mod identity;
 mod issuer;
@@ -24,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::api_keys::{self, ApiKeys, LiveKey};
+use crate::client_cert::ClientCert;
 use crate::config::Config;
 use crate::error::Error;
 use crate::jwt::{Claims, TokenError, Verifier};
@@ -36,6 +39,7 @@ pub use credentials::bearer_token;
 pub(crate) use identity::IdentityHeaders;
 pub(crate) use issuer::{Issuer, random_uuid};
 
+use certificates::CertCallers;
 use credentials::Credential;
 
 /// A verified caller: who it is (`claims.sub`), its roles and claims, the identity headers
@@ -77,6 +81,8 @@ pub enum Via {
     Bearer,
     /// An API key, from any of its sources.
     ApiKey,
+    /// The connection's verified client certificate, named by a `[[client_identity]]`.
+    ClientCert,
 }
 
 impl Via {
@@ -85,6 +91,7 @@ impl Via {
         match self {
             Via::Bearer => CallerKind::User,
             Via::ApiKey => CallerKind::ApiKey,
+            Via::ClientCert => CallerKind::ClientCert,
         }
     }
 }
@@ -98,6 +105,7 @@ pub(crate) struct Authenticator {
     cache: TokenCache,
     identity: IdentityHeaders,
     keys: Arc<ApiKeys>,
+    certificates: CertCallers,
     revocations: Arc<Revocations>,
     metrics: Arc<Metrics>,
 }
@@ -127,10 +135,12 @@ impl Authenticator {
                     route.require.claims.iter().map(|(claim, _)| claim.as_str())
                 })),
         );
+        let identity = IdentityHeaders::new(&config.identity);
         Authenticator {
             verifier: Arc::new(verifier),
             cache: TokenCache::new(tokens.verified_cache),
-            identity: IdentityHeaders::new(&config.identity),
+            certificates: CertCallers::new(&config.client_identities, &identity),
+            identity,
             keys,
             revocations,
             metrics,
@@ -153,6 +163,13 @@ impl Authenticator {
             return Err(TokenError::Revoked.into());
         }
         Ok(caller)
+    }
+
+    /// The caller a connection's verified client certificate stands for (`auth =
+    /// "client_cert"`): 401 without one, 403 when no `[[client_identity]]` names it. Not
+    /// checked against revocations: those are of tokens and users, not certificates.
+    pub(crate) fn client_cert(&self, cert: Option<&ClientCert>) -> Result<Arc<Caller>, Error> {
+        self.certificates.caller(cert)
     }
 
     /// An access token, verified — or found in the verified-token cache, then checked
@@ -249,6 +266,10 @@ impl Grant {
     /// Whether the token still stands at `now`: the clock checks and the revocation map,
     /// as for a request that brought it again.
     fn holds(&self, now: i64) -> bool {
+        // A certificate was verified for the connection the tunnel lives on, for its life.
+        if self.caller.via == Via::ClientCert {
+            return true;
+        }
         let claims = &self.caller.claims;
         self.verifier.check_times(claims, now).is_ok() && !self.revocations.refuses(claims)
     }

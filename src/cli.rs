@@ -329,6 +329,14 @@ fn explain(path: &Path, method: &str, url: &str) -> Result<(), CliError> {
                 "required: a valid access token".to_owned()
             }
             Auth::Required => format!("required: an access token {}", describe(&route.require)),
+            Auth::ClientCert if route.require.is_empty() => {
+                "client_cert: a verified client certificate that a [[client_identity]] names"
+                    .to_owned()
+            }
+            Auth::ClientCert => format!(
+                "client_cert: a verified client certificate that a [[client_identity]] names, {}",
+                describe(&route.require)
+            ),
         },
     );
     if let Some(cors) = &route.cors {

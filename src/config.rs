@@ -7,6 +7,7 @@
 //! path and the offending value (secrets excepted), and validation goes on after the first
 //! problem so `authgate check` can list them all.
 
+mod client_certs;
 mod raw;
 mod values;
 
@@ -22,6 +23,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 pub use crate::buckets::{Rate, RatePer};
+use crate::client_cert::ClientIdentity;
 use crate::cors::Cors;
 pub use crate::error::ErrorBody;
 use crate::headers;
@@ -30,7 +32,7 @@ use crate::routes::{
     Auth, CallerKind, HostPattern, LimitKey, PathPattern, RateLimit, Require, Route, RouteTable,
     normalize,
 };
-use crate::tls;
+use crate::tls::{self, ClientAuth};
 use raw::{RawConfig, RawPreviousKey, Source};
 pub use values::parse_duration;
 use values::{parse_size, read_source, source_path, trim_secret};
@@ -131,6 +133,9 @@ pub struct Config {
     pub identity: Identity,
     pub upstreams: Vec<Upstream>,
     pub routes: RouteTable,
+    /// `[[client_identity]]`, in file order: the first whose pattern matches names a
+    /// client certificate.
+    pub client_identities: Vec<ClientIdentity>,
     /// The shape of the gateway's own error bodies (`[compat] error_body`).
     pub error_body: ErrorBody,
     /// Things that load but deserve a look (`authgate check` prints them).
@@ -143,6 +148,8 @@ pub struct Config {
 pub struct Server {
     pub listen: SocketAddr,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether clients must present a certificate; `None`: no `client_ca`, none asked for.
+    pub client_auth: Option<ClientAuth>,
     pub trusted_proxies: Vec<IpNet>,
     pub tls_handshake_timeout: Duration,
     pub header_read_timeout: Duration,
@@ -647,6 +654,7 @@ impl Ctx<'_> {
             .as_ref()
             .map_or(DEFAULT_MAX_BODY_BYTES, |s| s.max_body_bytes);
         let routes = self.routes(&raw.route, &raw.upstream, default_body);
+        let client_identities = self.client_identities(&raw);
         self.warn_clear_text(
             &raw,
             server.as_ref(),
@@ -690,6 +698,7 @@ impl Ctx<'_> {
             identity: identity?,
             upstreams,
             routes,
+            client_identities,
             warnings: std::mem::take(&mut self.warnings),
             generated: std::mem::take(&mut self.generated),
         })
@@ -744,6 +753,7 @@ impl Ctx<'_> {
 
     fn server(&mut self, raw: &raw::RawServer) -> Option<Server> {
         let listen = self.socket_addr(&raw.listen, "server.listen");
+        let client_auth = self.client_auth(raw);
         let tls = match &raw.tls {
             None => {
                 if let Some(ca) = &raw.client_ca {
@@ -755,7 +765,7 @@ impl Ctx<'_> {
                 }
                 None
             }
-            Some(tls) => self.server_tls(tls, raw.client_ca.as_ref()),
+            Some(tls) => self.server_tls(tls, raw.client_ca.as_ref().zip(client_auth)),
         };
         let mut trusted_proxies = Vec::new();
         for (i, proxy) in raw.trusted_proxies.iter().enumerate() {
@@ -794,6 +804,7 @@ impl Ctx<'_> {
         Some(Server {
             listen: listen?,
             tls: tls.flatten(),
+            client_auth,
             trusted_proxies,
             tls_handshake_timeout: self.duration(
                 &raw.tls_handshake_timeout,
@@ -857,7 +868,7 @@ impl Ctx<'_> {
     fn server_tls(
         &mut self,
         raw: &Spanned<raw::RawTls>,
-        client_ca: Option<&Spanned<String>>,
+        client_ca: Option<(&Spanned<String>, ClientAuth)>,
     ) -> Option<Option<Arc<rustls::ServerConfig>>> {
         let tls = raw.get_ref();
         let cert_path = values::resolve(&self.base, tls.cert.get_ref());
@@ -898,15 +909,19 @@ impl Ctx<'_> {
         };
         let ca = match client_ca {
             None => None,
-            Some(ca) => match values::read_file(&values::resolve(&self.base, ca.get_ref())) {
-                Ok(pem) => Some(pem),
+            Some((ca, auth)) => match values::read_file(&values::resolve(&self.base, ca.get_ref()))
+            {
+                Ok(pem) => Some((pem, auth)),
                 Err(message) => {
                     self.error(ca, "server.client_ca", message);
                     return None;
                 }
             },
         };
-        match tls::server_config(&cert, &key, ca.as_deref()) {
+        let ca = ca
+            .as_ref()
+            .map(|(pem, auth)| tls::ClientCa { pem, auth: *auth });
+        match tls::server_config(&cert, &key, ca) {
             Ok(config) => Some(Some(config)),
             Err(e) => {
                 self.error(raw, "server.tls", e.to_string());
@@ -1467,11 +1482,12 @@ impl Ctx<'_> {
                 None | Some("required") => Auth::Required,
                 Some("public") => Auth::Public,
                 Some("optional") => Auth::Optional,
+                Some("client_cert") => Auth::ClientCert,
                 Some(other) => {
                     self.error(
                         r.auth.as_ref().unwrap_or(&r.path),
                         &format!("{key}.auth"),
-                        format!("\"{other}\" is not \"required\", \"public\" or \"optional\""),
+                        format!("\"{other}\" is not \"required\", \"public\", \"optional\" or \"client_cert\""),
                     );
                     Auth::Required
                 }
@@ -1506,18 +1522,28 @@ impl Ctx<'_> {
                     kind,
                 }
             });
-            if auth != Auth::Required
-                && let Some(req) = &r.require
-            {
-                self.error(
-                    req,
-                    &format!("{key}.require"),
-                    if auth == Auth::Public {
-                        "a public route cannot require roles"
-                    } else {
-                        "an optional route cannot require anything: a request without a token passes it"
-                    },
-                );
+            if let Some(req) = &r.require {
+                let refused = match auth {
+                    Auth::Required => None,
+                    Auth::Public => Some("a public route cannot require roles"),
+                    Auth::Optional => Some(
+                        "an optional route cannot require anything: a request without a token passes it",
+                    ),
+                    // Its caller has a name and roles, nothing else a requirement could read.
+                    Auth::ClientCert => {
+                        let other = req.get_ref();
+                        (!other.claims.is_empty()
+                            || other.fresh
+                            || other.max_auth_age.is_some()
+                            || other.kind.is_some())
+                            .then_some(
+                                "a client_cert route can require only roles and any_roles: a certificate's caller has no other claims",
+                            )
+                    }
+                };
+                if let Some(message) = refused {
+                    self.error(req, &format!("{key}.require"), message);
+                }
             }
             let rewrite = self.route_rewrite(r, &key);
             let host = r.host.as_ref().and_then(|host| {

@@ -42,6 +42,10 @@ pub enum Error {
     InvalidToken(#[from] TokenError),
     #[error("the token lacks a role the route requires")]
     InsufficientScope,
+    #[error("no client certificate on the connection")]
+    MissingClientCertificate,
+    #[error("no client identity names the client certificate")]
+    UnknownClientCertificate,
     #[error("wrong username or password")]
     InvalidCredentials,
     #[error("the username is taken")]
@@ -119,10 +123,13 @@ impl Error {
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Error::MissingToken | Error::InvalidToken(_) | Error::InvalidCredentials => {
-                StatusCode::UNAUTHORIZED
-            }
-            Error::InsufficientScope | Error::RegistrationClosed => StatusCode::FORBIDDEN,
+            Error::MissingToken
+            | Error::InvalidToken(_)
+            | Error::InvalidCredentials
+            | Error::MissingClientCertificate => StatusCode::UNAUTHORIZED,
+            Error::InsufficientScope
+            | Error::RegistrationClosed
+            | Error::UnknownClientCertificate => StatusCode::FORBIDDEN,
             Error::UsernameTaken => StatusCode::CONFLICT,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::StoreUnavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -152,6 +159,8 @@ impl Error {
             | Error::InvalidToken(_)
             | Error::InsufficientScope
             | Error::InvalidCredentials
+            | Error::MissingClientCertificate
+            | Error::UnknownClientCertificate
             | Error::RateLimited { .. } => Fault::Auth,
             Error::UpstreamUnreachable { .. }
             | Error::UpstreamFailed { .. }
@@ -173,6 +182,8 @@ impl Error {
             Error::InvalidToken(e) => Some(e.reason()),
             Error::InsufficientScope => Some("insufficient_scope"),
             Error::InvalidCredentials => Some("invalid_credentials"),
+            Error::MissingClientCertificate => Some("missing_client_certificate"),
+            Error::UnknownClientCertificate => Some("unknown_client_certificate"),
             Error::RateLimited { .. } => Some("rate_limited"),
             _ => None,
         }
@@ -209,6 +220,8 @@ impl Error {
             Error::MissingToken => "missing_token",
             Error::InvalidToken(_) => "invalid_token",
             Error::InsufficientScope => "insufficient_scope",
+            Error::MissingClientCertificate => "client_certificate_required",
+            Error::UnknownClientCertificate => "unknown_client_certificate",
             Error::UpstreamUnreachable { .. }
             | Error::UpstreamFailed { .. }
             | Error::UpstreamInvalid { .. } => "bad_gateway",
@@ -240,6 +253,10 @@ impl Error {
             Error::ConflictingCredentials => "the request carries more than one credential",
             Error::InvalidToken(e) => e.description(),
             Error::InsufficientScope => "the token lacks a role this route requires",
+            Error::MissingClientCertificate => "this route requires a client certificate",
+            Error::UnknownClientCertificate => {
+                "no client identity of this gateway names the client certificate"
+            }
             Error::UpstreamUnreachable { .. } => "the upstream could not be reached",
             Error::UpstreamFailed { .. } => "the upstream closed the connection without answering",
             Error::UpstreamTimeout { .. } => "the upstream did not answer in time",
@@ -250,8 +267,9 @@ impl Error {
     /// The `WWW-Authenticate` challenge, for the statuses that carry one (RFC 6750 §3).
     fn challenge(&self) -> Option<String> {
         match self {
-            // No credentials: the bare challenge, no error code.
-            Error::MissingToken | Error::InvalidCredentials => {
+            // No credentials: the bare challenge, no error code. A missing certificate too:
+            // no scheme names TLS client authentication, and a 401 must carry a challenge.
+            Error::MissingToken | Error::InvalidCredentials | Error::MissingClientCertificate => {
                 Some(r#"Bearer realm="authgate""#.to_owned())
             }
             Error::InvalidToken(_) | Error::InsufficientScope | Error::ConflictingCredentials => {

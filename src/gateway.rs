@@ -10,8 +10,8 @@
 //!    by its route's policy (`cors`);
 //! 3. **own endpoints** — the JWKS and the account endpoints are answered here
 //!    (`accounts`);
-//! 4. **authenticate** — the request's one credential, verified, not revoked (401)
-//!    (`auth`);
+//! 4. **authenticate** — the request's one credential, verified, not revoked, or on a
+//!    `client_cert` route the connection's certificate, named (401, 403) (`auth`);
 //! 5. **authorize** — the route's requirements (403) (`routes`), then its rate limit
 //!    (429) (`route_limits`);
 //! 6. **forward** — header hygiene, identity headers, stream to the upstream (502/504)
@@ -231,6 +231,7 @@ impl Gateway {
                 Err(Error::MissingToken) => None,
                 Err(refused) => return Err(refused),
             },
+            Auth::ClientCert => Some(self.auth.client_cert(seen.peer.client_cert())?),
         };
         if log.enabled {
             log.user = caller.as_deref().map(|c| c.name().to_owned());

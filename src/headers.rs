@@ -14,6 +14,9 @@ pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-for
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// Where machines commonly send an API key.
 pub(crate) static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// Envoy's header for the client certificate the gateway verified; only the gateway sets it.
+pub(crate) static X_FORWARDED_CLIENT_CERT: HeaderName =
+    HeaderName::from_static("x-forwarded-client-cert");
 
 /// `name` lower-cased with `_` read as `-`. Header names from `http` are already lower case.
 pub(crate) fn fold(name: &str) -> Cow<'_, str> {

@@ -24,6 +24,7 @@
 //! | `cors` | a route's CORS policy: preflights answered, headers for allowed origins |
 //! | [`routes`] | path normalization and the route table |
 //! | [`auth`] | the one authenticator: credentials → a verified caller; token minting |
+//! | [`client_cert`] | a verified client certificate read once; its XFCC; `client_identity` patterns |
 //! | [`api_keys`] | the API key format (checksum, hash) and the live keys, in memory |
 //! | `route_limits` | the routes' `rate_limit`, per caller or address, bounded |
 //! | `accounts` | register, login, refresh, logout, me; login limits |
@@ -59,6 +60,7 @@ pub mod auth;
 mod body;
 mod buckets;
 pub mod cli;
+pub mod client_cert;
 pub mod config;
 mod cors;
 mod echo;

@@ -3,12 +3,17 @@
 //!
 //! A peer's own forwarding headers (`X-Forwarded-For`, `-Proto`, `-Host`, a request id)
 //! are believed only when the peer's address is in `server.trusted_proxies`.
+//!
+//! A TLS peer's verified client certificate is read here, once per connection.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
+use rustls::pki_types::CertificateDer;
 
+use crate::client_cert::{CertError, ClientCert};
 use crate::headers::X_FORWARDED_FOR;
 
 /// Where a request came from, as the accepting socket saw it. Built once per connection.
@@ -18,6 +23,8 @@ pub(crate) struct Peer {
     pub(crate) tls: bool,
     /// The peer's address as an `X-Forwarded-For` value, rendered once per connection.
     forwarded_for: HeaderValue,
+    /// The client certificate rustls verified, if the peer presented one.
+    client_cert: Option<Arc<ClientCert>>,
 }
 
 impl Peer {
@@ -28,7 +35,29 @@ impl Peer {
             tls,
             forwarded_for: HeaderValue::from_str(&ip.to_string())
                 .expect("an IP address is a valid header value"),
+            client_cert: None,
         }
+    }
+
+    /// A TLS peer, with the certificate chain rustls verified (its first is the client's
+    /// own). rustls hands a server the chain only once it verified, so what is here is
+    /// verified; one that cannot be read is an error, not a peer without a certificate.
+    pub(crate) fn tls(
+        addr: SocketAddr,
+        chain: Option<&[CertificateDer<'_>]>,
+    ) -> Result<Peer, CertError> {
+        let client_cert = match chain.and_then(<[_]>::first) {
+            Some(der) => Some(Arc::new(ClientCert::from_der(der)?)),
+            None => None,
+        };
+        Ok(Peer {
+            client_cert,
+            ..Peer::new(addr, true)
+        })
+    }
+
+    pub(crate) fn client_cert(&self) -> Option<&ClientCert> {
+        self.client_cert.as_deref()
     }
 }
 

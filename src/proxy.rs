@@ -6,11 +6,14 @@
 //! 1. hop-by-hop headers go, and every header `Connection` names;
 //! 2. every client copy of an identity header goes, whatever its case or `_`/`-` spelling;
 //! 3. forwarding headers are rebuilt (a client's own are kept only from trusted proxies);
+//!    `X-Forwarded-Client-Cert` goes from everyone, trusted proxies too;
 //! 4. `Authorization` goes unless `forward_authorization`;
-//! 5. only then are the verified identity headers set.
+//! 5. only then are the verified identity headers set, and `X-Forwarded-Client-Cert` for
+//!    a connection with a verified client certificate (on every route, as Envoy's
+//!    `SANITIZE_SET`).
 //!
-//! Steps 1 and 2 also run on public routes: the upstream must be able to trust that an
-//! identity header always comes from the gateway.
+//! Steps 1 to 3 also run on public routes: the upstream must be able to trust that an
+//! identity header or a certificate's details always come from the gateway.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,9 +131,9 @@ impl Proxy {
 
     /// Every client header that must not reach the upstream, found in one pass:
     /// hop-by-hop headers and those `Connection` names, identity headers in any spelling
-    /// (on every route, public ones too), the client's forwarding headers unless it is a
-    /// trusted proxy, and the credential headers (`Authorization`, `X-API-Key`) unless the
-    /// config forwards them.
+    /// (on every route, public ones too), `X-Forwarded-Client-Cert` in any spelling, the
+    /// client's other forwarding headers unless it is a trusted proxy, and the credential
+    /// headers (`Authorization`, `X-API-Key`) unless the config forwards them.
     fn headers_to_drop(&self, headers: &HeaderMap, trusted: bool) -> Vec<HeaderName> {
         let named = connection_tokens(headers);
         headers
@@ -144,7 +147,10 @@ impl Proxy {
                     return !self.forward_authorization;
                 }
                 let folded = headers::fold(name);
-                self.identity.is_identity(&folded) || (!trusted && headers::is_forwarding(&folded))
+                self.identity.is_identity(&folded)
+                    // The gateway vouches for a certificate only it verified, whoever sent it.
+                    || folded == headers::X_FORWARDED_CLIENT_CERT.as_str()
+                    || (!trusted && headers::is_forwarding(&folded))
             })
             .cloned()
             .collect()
@@ -191,7 +197,7 @@ impl Proxy {
             parts.headers.remove(name);
         }
         // What follows inserts up to a handful of headers: grow the map once.
-        parts.headers.reserve(5 + self.identity.len());
+        parts.headers.reserve(6 + self.identity.len());
         // A trusted proxy's own X-Forwarded-Proto and -Host were kept; anyone else's dropped.
         parts
             .headers
@@ -213,6 +219,11 @@ impl Proxy {
         let identity = fwd.caller.map_or(&[][..], |c| &c.headers);
         for (name, value) in identity {
             parts.headers.insert(name.clone(), value.clone());
+        }
+        if let Some(cert) = fwd.peer.client_cert() {
+            parts
+                .headers
+                .insert(headers::X_FORWARDED_CLIENT_CERT.clone(), cert.xfcc.clone());
         }
         if let Some(protocol) = &upgrade {
             parts

@@ -145,6 +145,9 @@ pub enum Auth {
     /// A valid token adds the identity; no token passes without one; a token that is
     /// there but invalid is still refused (no silent downgrade).
     Optional,
+    /// The connection's verified client certificate, named by a `[[client_identity]]`, is
+    /// the caller; a token is not looked at.
+    ClientCert,
 }
 
 /// What kind of credential a caller proved itself with (`require.kind`).
@@ -153,6 +156,8 @@ pub enum CallerKind {
     /// A person: an access token from a login.
     User,
     ApiKey,
+    /// A service, by its client certificate (only on `auth = "client_cert"` routes).
+    ClientCert,
 }
 
 impl CallerKind {
@@ -160,6 +165,7 @@ impl CallerKind {
         match self {
             CallerKind::User => "user",
             CallerKind::ApiKey => "api_key",
+            CallerKind::ClientCert => "client_cert",
         }
     }
 }

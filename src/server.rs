@@ -191,13 +191,21 @@ pub async fn serve(
                     if let Some(stream) =
                         handshake(&acceptor, stream, addr, handshake_timeout).await
                     {
-                        let protocol = match stream.get_ref().1.alpn_protocol() {
+                        let tls = stream.get_ref().1;
+                        let protocol = match tls.alpn_protocol() {
                             Some(b"h2") => Protocol::Http2,
                             _ => Protocol::Http1,
                         };
-                        connection
-                            .serve(&snapshot, protocol, stream, Peer::new(addr, true))
-                            .await;
+                        // A verified certificate that cannot be read names no caller:
+                        // closed, as a certificate that does not verify is.
+                        let peer = match Peer::tls(addr, tls.peer_certificates()) {
+                            Ok(peer) => peer,
+                            Err(error) => {
+                                tracing::debug!(%addr, %error, "client certificate refused");
+                                return;
+                            }
+                        };
+                        connection.serve(&snapshot, protocol, stream, peer).await;
                     }
                 }
             }

@@ -49,25 +49,44 @@ fn roots(pem: &[u8]) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// The listener's TLS configuration. With `client_ca`, every client must present a
-/// certificate issued by it (mTLS).
+/// Whether a client must present a certificate (`server.client_auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// A client without one is served; one that presents a certificate that does not
+    /// verify is still refused at the handshake.
+    Optional,
+    /// A client without one fails the handshake.
+    Required,
+}
+
+/// The CA that issues client certificates, and whether one is required.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCa<'a> {
+    pub pem: &'a [u8],
+    pub auth: ClientAuth,
+}
+
+/// The listener's TLS configuration. With `client_ca`, a client certificate is verified
+/// against it (mTLS), and required unless `client_ca.auth` is optional.
 pub fn server_config(
     cert_pem: &[u8],
     key_pem: &[u8],
-    client_ca_pem: Option<&[u8]>,
+    client_ca: Option<ClientCa<'_>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certificates(cert_pem)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::NoKey)?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(TlsError::Refused)?;
-    let builder = match client_ca_pem {
+    let builder = match client_ca {
         Some(ca) => {
             let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
-                    .build()
-                    .map_err(TlsError::ClientVerifier)?;
-            builder.with_client_cert_verifier(verifier)
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca.pem)?), provider());
+            let verifier = match ca.auth {
+                ClientAuth::Required => verifier,
+                ClientAuth::Optional => verifier.allow_unauthenticated(),
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(TlsError::ClientVerifier)?)
         }
         None => builder.with_no_client_auth(),
     };

@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     pub(super) upstream: Vec<RawUpstream>,
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,
+    #[serde(default)]
+    pub(super) client_identity: Vec<RawClientIdentity>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +37,7 @@ pub(super) struct RawServer {
     pub(super) listen: Spanned<String>,
     pub(super) tls: Option<Spanned<RawTls>>,
     pub(super) client_ca: Option<Spanned<String>>,
+    pub(super) client_auth: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) trusted_proxies: Vec<Spanned<String>>,
     pub(super) tls_handshake_timeout: Option<Spanned<String>>,
@@ -149,6 +152,24 @@ pub(super) struct RawRoute {
     pub(super) cors: Option<Spanned<RawCors>>,
     pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
     pub(super) rewrite: Option<Spanned<String>>,
+}
+
+/// A `[[client_identity]]`: the certificates its `match` takes are the caller `name`.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawClientIdentity {
+    pub(super) name: Spanned<String>,
+    #[serde(default)]
+    pub(super) roles: Vec<Spanned<String>>,
+    #[serde(rename = "match")]
+    pub(super) matches: Spanned<RawCertMatch>,
+}
+
+/// `match = { uri = "..." }`, or `dns`, or `cn`: exactly one, checked in validation.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawCertMatch {
+    pub(super) uri: Option<Spanned<String>>,
+    pub(super) dns: Option<Spanned<String>>,
+    pub(super) cn: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,9 +390,20 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
         .collect();
     match names.as_slice() {
         [] => &[
-            "server", "admin", "tokens", "store", "accounts", "identity", "dev", "compat",
-            "upstream", "route",
+            "server",
+            "admin",
+            "tokens",
+            "store",
+            "accounts",
+            "identity",
+            "dev",
+            "compat",
+            "upstream",
+            "route",
+            "client_identity",
         ],
+        ["client_identity"] => &["name", "roles", "match"],
+        ["client_identity", "match"] => &["uri", "dns", "cn"],
         ["compat"] => &["error_body"],
         ["accounts", "paths"] => &["register", "login", "refresh", "logout", "me"],
         ["store"] => &["url"],
@@ -389,6 +421,7 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "listen",
             "tls",
             "client_ca",
+            "client_auth",
             "trusted_proxies",
             "tls_handshake_timeout",
             "header_read_timeout",

@@ -411,7 +411,7 @@ const TOML_ERRORS: &[Refused] = &[
         issues: &[(
             1,
             "logging",
-            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `store`, `accounts`, `identity`, `dev`, `compat`, `upstream`, `route`",
+            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `store`, `accounts`, `identity`, `dev`, `compat`, `upstream`, `route`, `client_identity`",
         )],
     },
     Refused {
@@ -1066,6 +1066,274 @@ fn server_errors_name_their_line_and_key() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Client certificates
+
+/// `BASE` with TLS and `client_ca` (lines 3 and 4; files written into `dir`), `server`
+/// lines from line 5, and `tail` appended after a blank line (from line 18 when `server`
+/// is empty).
+fn with_mtls(dir: &Dir, server: &str, tail: &str) -> String {
+    let (cert, key) = crate::tls::generate_dev_certificate().expect("certificate");
+    dir.write("server.crt", &cert);
+    dir.write("server.key", &key);
+    dir.write("ca.crt", &cert);
+    let text = base_with(
+        "listen = \"127.0.0.1:8443\"\n",
+        &format!(
+            "listen = \"127.0.0.1:8443\"\ntls = {{ cert = \"server.crt\", key = \"server.key\" }}\nclient_ca = \"ca.crt\"\n{server}"
+        ),
+    );
+    format!("{text}\n{tail}")
+}
+
+#[test]
+fn client_certificates_are_required_unless_optional_and_identities_keep_file_order() {
+    let dir = Dir::new();
+    let config = dir.ok(&with_mtls(&dir, "", ""));
+    assert_eq!(
+        config.server.client_auth,
+        Some(ClientAuth::Required),
+        "client_ca alone still requires a certificate"
+    );
+    assert!(config.client_identities.is_empty());
+    assert_eq!(dir.ok(BASE).server.client_auth, None);
+
+    let text = with_mtls(
+        &dir,
+        "client_auth = \"optional\"\n",
+        r#"[[route]]
+path = "/svc"
+upstream = "app"
+auth = "client_cert"
+require = { roles = ["payments"], any_roles = ["a", "b"] }
+
+[[client_identity]]
+name = "billing"
+roles = ["payments"]
+match = { uri = "spiffe://cluster/ns/*/sa/billing" }
+
+[[client_identity]]
+name = "web"
+match = { dns = "*.Web.SVC" }
+
+[[client_identity]]
+name = "legacy"
+match = { cn = "legacy-*" }
+"#,
+    );
+    let config = dir.ok(&text);
+    assert_eq!(config.server.client_auth, Some(ClientAuth::Optional));
+    let identities: Vec<(&str, &[String], String)> = config
+        .client_identities
+        .iter()
+        .map(|i| (i.name.as_str(), i.roles.as_slice(), i.pattern.to_string()))
+        .collect();
+    assert_eq!(
+        identities,
+        [
+            (
+                "billing",
+                &["payments".to_owned()][..],
+                "uri = \"spiffe://cluster/ns/*/sa/billing\"".to_owned()
+            ),
+            ("web", &[][..], "dns = \"*.web.svc\"".to_owned()),
+            ("legacy", &[][..], "cn = \"legacy-*\"".to_owned()),
+        ]
+    );
+    let route = config
+        .routes
+        .iter()
+        .find(|r| r.index == 1)
+        .expect("route[1]");
+    assert_eq!(route.auth, Auth::ClientCert);
+    assert_eq!(route.require.roles, ["payments"]);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    // A client_cert route with no identity to name a caller: loads, with a warning.
+    let config = dir.ok(&with_mtls(
+        &dir,
+        "",
+        "[[route]]\npath = \"/svc\"\nupstream = \"app\"\nauth = \"client_cert\"\n",
+    ));
+    assert_eq!(
+        config.warnings,
+        [dir.issue(
+            21,
+            "route[1].auth",
+            "no [[client_identity]] names a certificate: every request here is refused"
+        )]
+    );
+}
+
+const CLIENT_CERT_ERRORS: &[Refused] = &[
+    Refused {
+        name: "client_auth_needs_client_ca",
+        text: |_| {
+            base_with(
+                "listen = \"127.0.0.1:8443\"\n",
+                "listen = \"127.0.0.1:8443\"\nclient_auth = \"optional\"\n",
+            )
+        },
+        issues: &[(
+            3,
+            "server.client_auth",
+            "client_auth needs server.client_ca, the CA whose certificates are verified",
+        )],
+    },
+    Refused {
+        name: "client_auth_is_optional_or_required",
+        text: |dir| with_mtls(dir, "client_auth = \"sometimes\"\n", ""),
+        issues: &[(
+            5,
+            "server.client_auth",
+            "\"sometimes\" is neither \"optional\" nor \"required\"",
+        )],
+    },
+    Refused {
+        name: "a_client_cert_route_needs_client_ca",
+        text: |_| with_route("path = \"/svc\"\nupstream = \"app\"\nauth = \"client_cert\"\n"),
+        issues: &[(
+            19,
+            "route[1].auth",
+            "client_cert needs server.client_ca (and server.tls) to verify certificates",
+        )],
+    },
+    Refused {
+        name: "client_identities_need_client_ca",
+        text: |_| {
+            format!(
+                "{BASE}\n[[client_identity]]\nname = \"billing\"\nmatch = {{ uri = \"spiffe://c/sa/billing\" }}\n"
+            )
+        },
+        issues: &[(
+            17,
+            "client_identity[0]",
+            "client identities need server.client_ca (and server.tls) to verify certificates",
+        )],
+    },
+    Refused {
+        name: "a_client_identity_needs_a_match",
+        text: |dir| with_mtls(dir, "", "[[client_identity]]\nname = \"billing\"\n"),
+        issues: &[(18, "client_identity[0]", "missing field `match`")],
+    },
+    Refused {
+        name: "a_client_identity_match_is_not_empty",
+        text: |dir| {
+            with_mtls(
+                dir,
+                "",
+                "[[client_identity]]\nname = \"billing\"\nmatch = {}\n",
+            )
+        },
+        issues: &[(20, "client_identity[0].match", "give one of uri, dns or cn")],
+    },
+    Refused {
+        name: "a_client_identity_matches_one_kind_of_name",
+        text: |dir| {
+            with_mtls(
+                dir,
+                "",
+                "[[client_identity]]\nname = \"billing\"\nmatch = { uri = \"spiffe://c/sa/billing\", cn = \"billing\" }\n",
+            )
+        },
+        issues: &[(
+            20,
+            "client_identity[0].match",
+            "give only one of uri, dns or cn: a certificate is known by one kind of name",
+        )],
+    },
+    Refused {
+        name: "a_client_identity_match_has_known_keys",
+        text: |dir| {
+            with_mtls(
+                dir,
+                "",
+                "[[client_identity]]\nname = \"billing\"\nmatch = { url = \"spiffe://c/sa/billing\" }\n",
+            )
+        },
+        issues: &[
+            (
+                20,
+                "client_identity[0].match.url",
+                "unknown key `url`, expected one of `uri`, `dns`, `cn`",
+            ),
+            (20, "client_identity[0].match", "give one of uri, dns or cn"),
+        ],
+    },
+    Refused {
+        name: "client_identity_patterns_are_checked: uri",
+        text: |dir| {
+            with_mtls(
+                dir,
+                "",
+                "[[client_identity]]\nname = \"billing\"\nmatch = { uri = \"billing\" }\n",
+            )
+        },
+        issues: &[(
+            20,
+            "client_identity[0].match.uri",
+            "\"billing\" is not a URI like \"spiffe://cluster/ns/*/sa/name\" (visible ASCII, a scheme without \"*\")",
+        )],
+    },
+    Refused {
+        name: "client_identity_patterns_are_checked: two stars",
+        text: |dir| {
+            with_mtls(
+                dir,
+                "",
+                "[[client_identity]]\nname = \"web\"\nmatch = { dns = \"**.svc\" }\n",
+            )
+        },
+        issues: &[(
+            20,
+            "client_identity[0].match.dns",
+            "\"**.svc\": \"**\" is not a pattern; one \"*\" matches within one part",
+        )],
+    },
+    Refused {
+        name: "client_identity_names_and_roles_are_header_values",
+        text: |dir| {
+            with_mtls(
+                dir,
+                "",
+                "[[client_identity]]\nname = \"bill ing \"\nroles = [\"ok\", \"\"]\nmatch = { cn = \"billing\" }\n",
+            )
+        },
+        issues: &[
+            (
+                19,
+                "client_identity[0].name",
+                "\"bill ing \" cannot be a header value: visible ASCII, not empty, no space at either end",
+            ),
+            (
+                20,
+                "client_identity[0].roles[1]",
+                "\"\" cannot be a header value: visible ASCII, not empty, no space at either end",
+            ),
+        ],
+    },
+    Refused {
+        name: "a_client_cert_route_requires_only_roles",
+        text: |dir| {
+            with_mtls(
+                dir,
+                "",
+                "[[route]]\npath = \"/svc\"\nupstream = \"app\"\nauth = \"client_cert\"\nrequire = { roles = [\"a\"], fresh = true }\n",
+            )
+        },
+        issues: &[(
+            22,
+            "route[1].require",
+            "a client_cert route can require only roles and any_roles: a certificate's caller has no other claims",
+        )],
+    },
+];
+
+#[test]
+fn client_certificate_errors_name_their_line_and_key() {
+    check_refused(CLIENT_CERT_ERRORS);
+}
+
+// ---------------------------------------------------------------------------------------
 // Identity headers
 
 #[test]
@@ -1309,7 +1577,7 @@ const ROUTE_ERRORS: &[Refused] = &[
         issues: &[(
             19,
             "route[1].auth",
-            "\"maybe\" is not \"required\", \"public\" or \"optional\"",
+            "\"maybe\" is not \"required\", \"public\", \"optional\" or \"client_cert\"",
         )],
     },
     Refused {
