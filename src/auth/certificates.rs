@@ -172,14 +172,14 @@ mod tests {
             30,
         ));
         let grant = |via| Grant {
-            caller: Arc::new(Caller {
-                claims: Claims {
+            caller: Arc::new(Caller::new(
+                Claims {
                     sub: "billing".into(),
                     ..Claims::default()
                 },
-                headers: Vec::new(),
+                Vec::new(),
                 via,
-            }),
+            )),
             revocations: Arc::new(Revocations::new()),
             verifier: verifier.clone(),
         };
