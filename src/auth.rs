@@ -263,15 +263,17 @@ pub(crate) struct Grant {
 }
 
 impl Grant {
-    /// Whether the token still stands at `now`: the clock checks and the revocation map,
-    /// as for a request that brought it again.
+    /// Whether the credential still stands at `now`: the checks of a request that brought
+    /// it again — a token's times or a key's expiry, and the revocation map.
     fn holds(&self, now: i64) -> bool {
-        // A certificate was verified for the connection the tunnel lives on, for its life.
-        if self.caller.via == Via::ClientCert {
-            return true;
-        }
-        let claims = &self.caller.claims;
-        self.verifier.check_times(claims, now).is_ok() && !self.revocations.refuses(claims)
+        let caller = &self.caller;
+        let in_time = match caller.via {
+            // A certificate was verified for the connection the tunnel lives on, for its life.
+            Via::ClientCert => return true,
+            Via::ApiKey => caller.key.as_ref().is_some_and(|key| !key.expired(now)),
+            Via::Bearer => self.verifier.check_times(&caller.claims, now).is_ok(),
+        };
+        in_time && !self.revocations.refuses(&caller.claims)
     }
 
     /// Resolves once the token no longer stands.
@@ -292,4 +294,61 @@ pub fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::{Algorithm, Key};
+    use crate::store::ApiKey;
+
+    /// A tunnel lives as long as a new request with its credential would pass: a key
+    /// without `exp` holds until it expires or is revoked, a certificate for its
+    /// connection, a token without `exp` not at all.
+    #[test]
+    fn a_tunnel_holds_while_its_credential_would_pass() {
+        let key = Key::from_secret(Algorithm::HS256, &[7; 32], None).expect("key");
+        let verifier = Arc::new(Verifier::new(
+            vec![key],
+            "authgate".into(),
+            "authgate".into(),
+            30,
+        ));
+        let revocations = Arc::new(Revocations::new());
+        let keys = ApiKeys::new();
+        let text = api_keys::mint();
+        keys.load(
+            &[ApiKey {
+                name: "bot".into(),
+                id: "bot-id".into(),
+                hash: api_keys::digest(&text),
+                roles: Vec::new(),
+                created_at: 1,
+                expires_at: Some(1000),
+                last_used_at: None,
+            }],
+            1,
+        );
+        let grant = |via, key: Option<Arc<LiveKey>>| Grant {
+            caller: Arc::new(Caller {
+                claims: Claims {
+                    sub: "bot".into(),
+                    jti: Some("bot-id".into()),
+                    ..Claims::default()
+                },
+                headers: Vec::new(),
+                via,
+                key,
+            }),
+            revocations: revocations.clone(),
+            verifier: verifier.clone(),
+        };
+        let by_key = grant(Via::ApiKey, keys.find(&text));
+        assert!(by_key.holds(999));
+        assert!(!by_key.holds(1000), "expired");
+        assert!(grant(Via::ClientCert, None).holds(now_secs()));
+        assert!(!grant(Via::Bearer, None).holds(999), "a token without exp");
+        revocations.revoke_token("bot-id", i64::MAX);
+        assert!(!by_key.holds(999), "revoked");
+    }
 }

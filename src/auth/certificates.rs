@@ -156,34 +156,4 @@ mod tests {
             Err(Error::MissingClientCertificate)
         ));
     }
-
-    /// A certificate's caller has no `exp`: the tunnel it opens lives with its connection,
-    /// where a token's without one would be cut at the first check.
-    #[test]
-    fn a_tunnel_opened_by_a_certificate_holds() {
-        use crate::auth::{Grant, now_secs};
-        use crate::jwt::{Algorithm, Key, Verifier};
-        use crate::revocation::Revocations;
-        let key = Key::from_secret(Algorithm::HS256, &[7; 32], None).expect("key");
-        let verifier = Arc::new(Verifier::new(
-            vec![key],
-            "authgate".into(),
-            "authgate".into(),
-            30,
-        ));
-        let grant = |via| Grant {
-            caller: Arc::new(Caller::new(
-                Claims {
-                    sub: "billing".into(),
-                    ..Claims::default()
-                },
-                Vec::new(),
-                via,
-            )),
-            revocations: Arc::new(Revocations::new()),
-            verifier: verifier.clone(),
-        };
-        assert!(grant(Via::ClientCert).holds(now_secs()));
-        assert!(!grant(Via::Bearer).holds(now_secs()));
-    }
 }
