@@ -6,6 +6,12 @@
 #
 #   bench/run.sh                       # HS256 RS256 ES256, harness defaults
 #   ALGS=RS256 DURATION=5 ROUNDS=3 FIXED_RATE=0 bench/run.sh
+#   CREDENTIAL=api_key ALGS=HS256 bench/run.sh   # the gateway row sends an API key
+#
+# With CREDENTIAL=api_key the gateway gets a SQLite store in $OUT and a key made by
+# `authgate apikey create`, which the harness sends as its Bearer token (its tamper
+# checks then exercise the key's checksum). bench/credentials.sh compares a cached key
+# and a cached JWT in one gateway process.
 #
 # Every other variable (DURATION, ROUNDS, TARGETS, FIXED_RATE, PIN, ...) is passed to the
 # harness unchanged. Results: $OUT/<alg>/summary.md (OUT defaults to a folder in $TMPDIR).
@@ -14,6 +20,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HARNESS=${HARNESS:-$ROOT/../shared/bench}
 ALGS=${ALGS:-"HS256 RS256 ES256"}
+CREDENTIAL=${CREDENTIAL:-jwt}
 OUT=${OUT:-${TMPDIR:-/tmp}/authgate-bench/$(date -u +%Y%m%dT%H%M%SZ)}
 GATEWAY_PORT=${GATEWAY_PORT:-18090}
 export GATEWAY_PORT
@@ -50,15 +57,24 @@ url = "http://127.0.0.1:18080"
 path = "/"
 upstream = "bench"
 TOML
+    key="" suffix=""
+    if [[ $CREDENTIAL == api_key ]]; then
+        suffix=-apikey
+        printf '\n[store]\nurl = "sqlite://%s/store-%s/authgate.db"\n' "$OUT" "$alg" >>"$conf"
+        key=$("$BIN" --config "$conf" apikey create "bench-$alg" 2>/dev/null)
+    fi
     "$BIN" check --config "$conf" >/dev/null
     echo "bench/run.sh: $alg -> $OUT/$alg" >&2
-    TARGETS=${TARGETS:-"nginx-proxy haproxy-proxy haproxy-jwt-$alg gateway"} \
-    GATEWAY_CMD="env RUST_LOG=warn $BIN serve --config $conf" \
-    GATEWAY_ALG=$alg \
-    GATEWAY_NAME=authgate-$alg \
-    GATEWAY_TOKEN_ARGS='--claim aud="authgate" --claim iss="authgate" --claim type="access"' \
-    RESULTS_DIR=$OUT/$alg \
-        "$HARNESS/run.sh"
+    (
+        [[ -z $key ]] || export GATEWAY_TOKEN=$key
+        TARGETS=${TARGETS:-"nginx-proxy haproxy-proxy haproxy-jwt-$alg gateway"} \
+        GATEWAY_CMD="env RUST_LOG=warn $BIN serve --config $conf" \
+        GATEWAY_ALG=$alg \
+        GATEWAY_NAME=authgate-$alg$suffix \
+        GATEWAY_TOKEN_ARGS='--claim aud="authgate" --claim iss="authgate" --claim type="access"' \
+        RESULTS_DIR=$OUT/$alg \
+            "$HARNESS/run.sh"
+    )
 done
 
 for alg in $ALGS; do
