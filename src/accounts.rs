@@ -101,9 +101,22 @@ pub(crate) struct Accounts {
 
 /// `{"username", "password"}`, as JSON or as a form.
 #[derive(Deserialize)]
-struct Credentials {
-    username: String,
-    password: String,
+pub(crate) struct Credentials {
+    pub(crate) username: String,
+    pub(crate) password: String,
+}
+
+/// The claim that binds a cookie session's tokens to its `csrf_*` cookies.
+pub(crate) const CSRF_CLAIM: &str = "csrf";
+
+/// The tokens a login or a refresh issued.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) user: String,
+    pub(crate) access: String,
+    pub(crate) refresh: String,
+    /// The `csrf` claim both tokens carry (cookie sessions only).
+    pub(crate) csrf: Option<String>,
 }
 
 /// The optional tokens of a refresh or logout body.
@@ -224,6 +237,18 @@ impl Accounts {
 
     async fn login(&self, req: Request<Incoming>, ip: IpAddr) -> Result<Response<Body>, Error> {
         let creds: Credentials = read_form_or_json(req).await?;
+        let session = self.sign_in(creds, ip, false).await?;
+        Ok(self.token_response(session.access, session.refresh))
+    }
+
+    /// A password login: the user's first tokens, of a new refresh family. With `csrf`,
+    /// they carry a `csrf` claim for the double-submit check of cookie sessions.
+    pub(crate) async fn sign_in(
+        &self,
+        creds: Credentials,
+        ip: IpAddr,
+        csrf: bool,
+    ) -> Result<Session, Error> {
         // Admitted with its tokens in hand, before any hash: given back if the password is
         // right, kept if not (see `limits`).
         let attempt = match self.limits.login(ip, &creds.username) {
@@ -274,14 +299,26 @@ impl Accounts {
             exp: now + self.issuer.refresh_ttl(),
         };
         // The password was entered now: both tokens say so, and every refresh carries it on.
-        let access = self.access_token(&user, now, true, Some(now))?;
-        let refresh_jwt =
-            self.refresh_token(&user.name, &refresh.jti, now, refresh.exp, Some(now))?;
+        let csrf = csrf.then(random_uuid);
+        let access = self.access_token(&user, now, true, Some(now), csrf.as_deref())?;
+        let refresh_jwt = self.refresh_token(
+            &user.name,
+            &refresh.jti,
+            now,
+            refresh.exp,
+            Some(now),
+            csrf.as_deref(),
+        )?;
         let first = refresh.clone();
         self.blocking(move |s| s.start_family(&first, now)).await?;
         self.metrics.login("ok");
         audit("login_ok", &user.name, ip);
-        Ok(self.token_response(access, refresh_jwt))
+        Ok(Session {
+            user: user.name,
+            access,
+            refresh: refresh_jwt,
+            csrf,
+        })
     }
 
     async fn refresh(
@@ -292,8 +329,20 @@ impl Accounts {
     ) -> Result<Response<Body>, Error> {
         let (bearer, body) = bearer_and_body(req).await?;
         let token = one_token(bearer, body.refresh_token)?;
+        let session = self.renew(&token, ip, auth).await?;
+        Ok(self.token_response(session.access, session.refresh))
+    }
+
+    /// Spends a refresh token for the next tokens of its family. A session that had a
+    /// `csrf` claim (a cookie session) gets a new one.
+    pub(crate) async fn renew(
+        &self,
+        token: &str,
+        ip: IpAddr,
+        auth: &Authenticator,
+    ) -> Result<Session, Error> {
         let now = now_secs();
-        let claims = auth.verifier().verify(&token, now)?;
+        let claims = auth.verifier().verify(token, now)?;
         if claims.token_type.as_deref() != Some("refresh") {
             return Err(TokenError::NotRefreshToken.into());
         }
@@ -335,10 +384,24 @@ impl Accounts {
             audit("refresh_refused", &claims.sub, ip);
             return Err(TokenError::Revoked.into());
         };
-        let access = self.access_token(&user, now, false, claims.auth_time)?;
-        let refresh = self.refresh_token(&user.name, &next_jti, now, next_exp, claims.auth_time)?;
+        let csrf = claims.extra.contains_key(CSRF_CLAIM).then(random_uuid);
+        let access =
+            self.access_token(&user, now, false, claims.auth_time, csrf.as_deref())?;
+        let refresh = self.refresh_token(
+            &user.name,
+            &next_jti,
+            now,
+            next_exp,
+            claims.auth_time,
+            csrf.as_deref(),
+        )?;
         audit("refresh", &user.name, ip);
-        Ok(self.token_response(access, refresh))
+        Ok(Session {
+            user: user.name,
+            access,
+            refresh,
+            csrf,
+        })
     }
 
     async fn logout(
@@ -352,13 +415,27 @@ impl Accounts {
             .into_iter()
             .flatten()
             .collect();
+        self.sign_out(&tokens, ip, auth).await?;
+        let mut response = Response::new(crate::body::empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+
+    /// Revokes a session's tokens: a refresh token's whole family, an access token until
+    /// it expires.
+    pub(crate) async fn sign_out(
+        &self,
+        tokens: &[String],
+        ip: IpAddr,
+        auth: &Authenticator,
+    ) -> Result<(), Error> {
         if tokens.is_empty() {
             return Err(Error::MissingToken);
         }
         let now = now_secs();
         let mut user = None;
         for token in tokens {
-            let claims = auth.verifier().verify(&token, now)?;
+            let claims = auth.verifier().verify(token, now)?;
             let jti = claims.jti.clone().ok_or(TokenError::Malformed)?;
             match claims.token_type.as_deref() {
                 Some("refresh") => {
@@ -377,9 +454,7 @@ impl Accounts {
             user = Some(claims.sub);
         }
         audit("logout", user.as_deref().unwrap_or("-"), ip);
-        let mut response = Response::new(crate::body::empty());
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        Ok(response)
+        Ok(())
     }
 
     fn me<B>(&self, req: &Request<B>, auth: &Authenticator) -> Result<Response<Body>, Error> {
@@ -415,11 +490,12 @@ impl Accounts {
         now: i64,
         fresh: bool,
         auth_time: Option<i64>,
+        csrf: Option<&str>,
     ) -> Result<String, Error> {
         let exp = now + self.issuer.access_ttl();
         let signed = self
             .issuer
-            .access_token(&user.name, &user.roles, now, exp, fresh, auth_time);
+            .access_token(&user.name, &user.roles, now, exp, fresh, auth_time, csrf);
         signed.map_err(Error::Signing)
     }
 
@@ -430,9 +506,20 @@ impl Accounts {
         now: i64,
         exp: i64,
         auth_time: Option<i64>,
+        csrf: Option<&str>,
     ) -> Result<String, Error> {
-        let signed = self.issuer.refresh_token(user, jti, now, exp, auth_time);
+        let signed = self.issuer.refresh_token(user, jti, now, exp, auth_time, csrf);
         signed.map_err(Error::Signing)
+    }
+
+    /// `tokens.access_ttl` in seconds.
+    pub(crate) fn access_ttl(&self) -> i64 {
+        self.issuer.access_ttl()
+    }
+
+    /// `tokens.refresh_ttl` in seconds.
+    pub(crate) fn refresh_ttl(&self) -> i64 {
+        self.issuer.refresh_ttl()
     }
 
     fn token_response(&self, access: String, refresh: String) -> Response<Body> {

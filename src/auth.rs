@@ -133,7 +133,9 @@ impl Authenticator {
                 .map(|(_, claim)| claim.as_str())
                 .chain(config.routes.iter().flat_map(|route| {
                     route.require.claims.iter().map(|(claim, _)| claim.as_str())
-                })),
+                }))
+                // Cookie sessions' double-submit value; read only where there are any.
+                .chain(config.browser.as_ref().map(|_| crate::accounts::CSRF_CLAIM)),
         );
         let identity = IdentityHeaders::new(&config.identity);
         Authenticator {

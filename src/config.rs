@@ -7,6 +7,7 @@
 //! path and the offending value (secrets excepted), and validation goes on after the first
 //! problem so `authgate check` can list them all.
 
+mod browser;
 mod client_certs;
 mod raw;
 mod values;
@@ -34,6 +35,7 @@ use crate::routes::{
 };
 use crate::tls::{self, ClientAuth};
 use raw::{RawConfig, RawPreviousKey, Source};
+pub use browser::{Browser, SameSite};
 pub use values::parse_duration;
 use values::{parse_size, read_source, source_path, trim_secret};
 
@@ -138,6 +140,8 @@ pub struct Config {
     pub client_identities: Vec<ClientIdentity>,
     /// The shape of the gateway's own error bodies (`[compat] error_body`).
     pub error_body: ErrorBody,
+    /// `[browser]`: the login page and cookie sessions; `None`: API-only.
+    pub browser: Option<Browser>,
     /// Things that load but deserve a look (`authgate check` prints them).
     pub warnings: Vec<ConfigIssue>,
     /// Development material generated because it was missing (logged at start).
@@ -672,6 +676,7 @@ impl Ctx<'_> {
                 "the admin listener must not share the public listener's address",
             );
         }
+        let browser = self.browser(raw.browser.as_ref(), store.is_some());
         let error_body = match raw.compat.error_body.as_ref() {
             None => ErrorBody::Rfc6750,
             Some(value) => match value.get_ref().as_str() {
@@ -690,6 +695,7 @@ impl Ctx<'_> {
         Some(Config {
             file: path.to_path_buf(),
             error_body,
+            browser,
             server: server?,
             admin,
             tokens: tokens?,

@@ -52,8 +52,9 @@ impl Issuer {
         exp: i64,
         fresh: bool,
         auth_time: Option<i64>,
+        csrf: Option<&str>,
     ) -> Result<String, SignError> {
-        let mut claims = self.claims(sub, "access", random_uuid(), now, exp);
+        let mut claims = self.claims(sub, "access", random_uuid(), now, exp, csrf);
         claims.roles = OneOrMany::Many(roles.to_vec());
         claims.fresh = Some(fresh);
         claims.auth_time = auth_time;
@@ -68,14 +69,27 @@ impl Issuer {
         now: i64,
         exp: i64,
         auth_time: Option<i64>,
+        csrf: Option<&str>,
     ) -> Result<String, SignError> {
-        let mut claims = self.claims(sub, "refresh", jti.to_owned(), now, exp);
+        let mut claims = self.claims(sub, "refresh", jti.to_owned(), now, exp, csrf);
         claims.auth_time = auth_time;
         self.signer.sign(&claims)
     }
 
-    /// The timestamps are all `now` but `exp`.
-    fn claims(&self, sub: &str, token_type: &str, jti: String, now: i64, exp: i64) -> Claims {
+    /// The timestamps are all `now` but `exp`; `csrf` for a cookie session's tokens.
+    fn claims(
+        &self,
+        sub: &str,
+        token_type: &str,
+        jti: String,
+        now: i64,
+        exp: i64,
+        csrf: Option<&str>,
+    ) -> Claims {
+        let mut extra = serde_json::Map::new();
+        if let Some(csrf) = csrf {
+            extra.insert("csrf".to_owned(), csrf.into());
+        }
         Claims {
             sub: sub.to_owned(),
             iat: Some(now),
@@ -88,7 +102,7 @@ impl Issuer {
             iss: Some(self.issuer.clone()),
             aud: Some(OneOrMany::One(self.audience.clone())),
             roles: OneOrMany::Many(Vec::new()),
-            extra: Default::default(),
+            extra,
         }
     }
 }

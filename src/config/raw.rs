@@ -24,6 +24,7 @@ pub(super) struct RawConfig {
     pub(super) dev: RawDev,
     #[serde(default)]
     pub(super) compat: RawCompat,
+    pub(super) browser: Option<Spanned<RawBrowser>>,
     #[serde(default)]
     pub(super) upstream: Vec<RawUpstream>,
     #[serde(default)]
@@ -105,6 +106,17 @@ pub(super) struct RawAccountPaths {
     pub(super) refresh: Option<Spanned<String>>,
     pub(super) logout: Option<Spanned<String>>,
     pub(super) me: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawBrowser {
+    pub(super) cookie_secure: Option<bool>,
+    pub(super) cookie_domain: Option<Spanned<String>>,
+    pub(super) same_site: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) allowed_redirect_hosts: Vec<Spanned<String>>,
+    pub(super) title: Option<Spanned<String>>,
+    pub(super) hsts: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -398,6 +410,7 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "identity",
             "dev",
             "compat",
+            "browser",
             "upstream",
             "route",
             "client_identity",
@@ -405,6 +418,14 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
         ["client_identity"] => &["name", "roles", "match"],
         ["client_identity", "match"] => &["uri", "dns", "cn"],
         ["compat"] => &["error_body"],
+        ["browser"] => &[
+            "cookie_secure",
+            "cookie_domain",
+            "same_site",
+            "allowed_redirect_hosts",
+            "title",
+            "hsts",
+        ],
         ["accounts", "paths"] => &["register", "login", "refresh", "logout", "me"],
         ["store"] => &["url"],
         ["accounts"] => &[
