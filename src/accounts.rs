@@ -28,7 +28,7 @@ use crate::auth::{Authenticator, Issuer, bearer_token, now_secs, random_uuid};
 use crate::body::Body;
 use crate::config::{AccountsConfig, Config};
 use crate::error::{Error, json_response};
-use crate::jwt::TokenError;
+use crate::jwt::{CSRF_CLAIM, TokenError};
 use crate::metrics::Metrics;
 use crate::passwords::{MAX_PASSWORD_BYTES, PasswordError, Passwords};
 use crate::revocation::Revocations;
@@ -105,9 +105,6 @@ pub(crate) struct Credentials {
     pub(crate) username: String,
     pub(crate) password: String,
 }
-
-/// The claim that binds a cookie session's tokens to its `csrf_*` cookies.
-pub(crate) const CSRF_CLAIM: &str = "csrf";
 
 /// The tokens a login or a refresh issued.
 #[derive(Debug)]

@@ -135,7 +135,7 @@ impl Authenticator {
                     route.require.claims.iter().map(|(claim, _)| claim.as_str())
                 }))
                 // Cookie sessions' double-submit value; read only where there are any.
-                .chain(config.browser.as_ref().map(|_| crate::accounts::CSRF_CLAIM)),
+                .chain(config.browser.as_ref().map(|_| crate::jwt::CSRF_CLAIM)),
         );
         let identity = IdentityHeaders::new(&config.identity);
         Authenticator {

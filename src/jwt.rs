@@ -111,6 +111,10 @@ impl TokenError {
     }
 }
 
+/// The claim that binds a cookie session's tokens to its `csrf_*` cookies (as
+/// Flask-JWT-Extended names it).
+pub const CSRF_CLAIM: &str = "csrf";
+
 /// `"x"` or `["x", "y"]`, as `aud` and `roles` may be written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]

@@ -88,7 +88,7 @@ impl Issuer {
     ) -> Claims {
         let mut extra = serde_json::Map::new();
         if let Some(csrf) = csrf {
-            extra.insert("csrf".to_owned(), csrf.into());
+            extra.insert(crate::jwt::CSRF_CLAIM.to_owned(), csrf.into());
         }
         Claims {
             sub: sub.to_owned(),
