@@ -24,7 +24,7 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::auth::{Authenticator, Issuer, bearer_token, now_secs, random_uuid};
+use crate::auth::{Authenticator, Issuer, Login, bearer_token, now_secs, random_uuid};
 use crate::body::Body;
 use crate::config::{AccountsConfig, Config};
 use crate::error::{Error, json_response};
@@ -109,7 +109,6 @@ pub(crate) struct Credentials {
 /// The tokens a login or a refresh issued.
 #[derive(Debug)]
 pub(crate) struct Session {
-    pub(crate) user: String,
     pub(crate) access: String,
     pub(crate) refresh: String,
     /// The `csrf` claim both tokens carry (cookie sessions only).
@@ -311,7 +310,6 @@ impl Accounts {
         self.metrics.login("ok");
         audit("login_ok", &user.name, ip);
         Ok(Session {
-            user: user.name,
             access,
             refresh: refresh_jwt,
             csrf,
@@ -382,8 +380,7 @@ impl Accounts {
             return Err(TokenError::Revoked.into());
         };
         let csrf = claims.extra.contains_key(CSRF_CLAIM).then(random_uuid);
-        let access =
-            self.access_token(&user, now, false, claims.auth_time, csrf.as_deref())?;
+        let access = self.access_token(&user, now, false, claims.auth_time, csrf.as_deref())?;
         let refresh = self.refresh_token(
             &user.name,
             &next_jti,
@@ -394,7 +391,6 @@ impl Accounts {
         )?;
         audit("refresh", &user.name, ip);
         Ok(Session {
-            user: user.name,
             access,
             refresh,
             csrf,
@@ -490,9 +486,17 @@ impl Accounts {
         csrf: Option<&str>,
     ) -> Result<String, Error> {
         let exp = now + self.issuer.access_ttl();
-        let signed = self
-            .issuer
-            .access_token(&user.name, &user.roles, now, exp, fresh, auth_time, csrf);
+        let signed = self.issuer.access_token(
+            &user.name,
+            &user.roles,
+            now,
+            exp,
+            Login {
+                fresh,
+                auth_time,
+                csrf,
+            },
+        );
         signed.map_err(Error::Signing)
     }
 
@@ -505,13 +509,10 @@ impl Accounts {
         auth_time: Option<i64>,
         csrf: Option<&str>,
     ) -> Result<String, Error> {
-        let signed = self.issuer.refresh_token(user, jti, now, exp, auth_time, csrf);
+        let signed = self
+            .issuer
+            .refresh_token(user, jti, now, exp, auth_time, csrf);
         signed.map_err(Error::Signing)
-    }
-
-    /// `tokens.access_ttl` in seconds.
-    pub(crate) fn access_ttl(&self) -> i64 {
-        self.issuer.access_ttl()
     }
 
     /// `tokens.refresh_ttl` in seconds.
@@ -569,6 +570,14 @@ async fn read_body(body: Incoming) -> Result<Bytes, Error> {
 
 /// A JSON object or a form, told apart by the body itself: `curl -d '{...}'` labels JSON
 /// as a form, and a form never starts with `{`.
+/// A form body (the browser's login and logout forms).
+pub(crate) async fn read_form<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, Error> {
+    let bytes = read_body(req.into_body()).await?;
+    serde_urlencoded::from_bytes(&bytes).map_err(|_| Error::InvalidInput("the form is incomplete"))
+}
+
 async fn read_form_or_json<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
 ) -> Result<T, Error> {

@@ -36,15 +36,16 @@ use crate::routes::CallerKind;
 
 pub use cache::TokenCache;
 pub use credentials::bearer_token;
+pub(crate) use credentials::{ACCESS_COOKIE, cookie, cookie_pairs};
 pub(crate) use identity::IdentityHeaders;
-pub(crate) use issuer::{Issuer, random_uuid};
+pub(crate) use issuer::{Issuer, Login, random_uuid};
 
 use certificates::CertCallers;
 use credentials::Credential;
 
 /// A verified caller: who it is (`claims.sub`), its roles and claims, the identity headers
 /// it becomes upstream, and how it proved itself.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub claims: Claims,
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -81,6 +82,8 @@ pub enum Via {
     Bearer,
     /// An API key, from any of its sources.
     ApiKey,
+    /// An access token in a browser session's cookie (`[browser]`).
+    Cookie,
     /// The connection's verified client certificate, named by a `[[client_identity]]`.
     ClientCert,
 }
@@ -89,7 +92,7 @@ impl Via {
     /// The kind of caller this makes, as a route's `require.kind` asks for it.
     pub fn kind(self) -> CallerKind {
         match self {
-            Via::Bearer => CallerKind::User,
+            Via::Bearer | Via::Cookie => CallerKind::User,
             Via::ApiKey => CallerKind::ApiKey,
             Via::ClientCert => CallerKind::ClientCert,
         }
@@ -106,6 +109,8 @@ pub(crate) struct Authenticator {
     identity: IdentityHeaders,
     keys: Arc<ApiKeys>,
     certificates: CertCallers,
+    /// Whether the browser session cookie is a credential (`[browser]` on).
+    cookies: bool,
     revocations: Arc<Revocations>,
     metrics: Arc<Metrics>,
 }
@@ -118,25 +123,26 @@ impl Authenticator {
         metrics: Arc<Metrics>,
     ) -> Authenticator {
         let tokens = &config.tokens;
-        let verifier = Verifier::new(
-            tokens.keys.clone(),
-            tokens.issuer.clone(),
-            tokens.audience.clone(),
-            i64::try_from(tokens.leeway.as_secs()).unwrap_or(i64::MAX),
-        )
-        .with_max_lifetime(i64::try_from(tokens.max_lifetime.as_secs()).unwrap_or(i64::MAX))
-        .with_extra_claims(
-            config
-                .identity
-                .claim_headers
-                .iter()
-                .map(|(_, claim)| claim.as_str())
-                .chain(config.routes.iter().flat_map(|route| {
-                    route.require.claims.iter().map(|(claim, _)| claim.as_str())
-                }))
-                // Cookie sessions' double-submit value; read only where there are any.
-                .chain(config.browser.as_ref().map(|_| crate::jwt::CSRF_CLAIM)),
-        );
+        let verifier =
+            Verifier::new(
+                tokens.keys.clone(),
+                tokens.issuer.clone(),
+                tokens.audience.clone(),
+                i64::try_from(tokens.leeway.as_secs()).unwrap_or(i64::MAX),
+            )
+            .with_max_lifetime(i64::try_from(tokens.max_lifetime.as_secs()).unwrap_or(i64::MAX))
+            .with_extra_claims(
+                config
+                    .identity
+                    .claim_headers
+                    .iter()
+                    .map(|(_, claim)| claim.as_str())
+                    .chain(config.routes.iter().flat_map(|route| {
+                        route.require.claims.iter().map(|(claim, _)| claim.as_str())
+                    }))
+                    // Cookie sessions' double-submit value; read only where there are any.
+                    .chain(config.browser.as_ref().map(|_| crate::jwt::CSRF_CLAIM)),
+            );
         let identity = IdentityHeaders::new(&config.identity);
         Authenticator {
             verifier: Arc::new(verifier),
@@ -144,6 +150,7 @@ impl Authenticator {
             certificates: CertCallers::new(&config.client_identities, &identity),
             identity,
             keys,
+            cookies: config.browser.is_some(),
             revocations,
             metrics,
         }
@@ -157,10 +164,21 @@ impl Authenticator {
 
     /// The caller the request's one credential stands for.
     pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, Error> {
-        let caller = match credentials::extract(headers)? {
-            Credential::Bearer(token) => self.access_token(token)?,
+        let caller = match credentials::extract(headers, self.cookies)? {
+            Credential::Bearer(token) => self.access_token(token, Via::Bearer)?,
+            Credential::Cookie(token) => self.access_token(token, Via::Cookie)?,
             Credential::ApiKey(key) => self.api_key(&key)?,
         };
+        if self.revocations.refuses(&caller.claims) {
+            return Err(TokenError::Revoked.into());
+        }
+        Ok(caller)
+    }
+
+    /// The caller of a session's new access token, as if it had come in its cookie (a
+    /// renewal in passing).
+    pub(crate) fn session_caller(&self, access: &str) -> Result<Arc<Caller>, Error> {
+        let caller = self.access_token(access, Via::Cookie)?;
         if self.revocations.refuses(&caller.claims) {
             return Err(TokenError::Revoked.into());
         }
@@ -176,11 +194,19 @@ impl Authenticator {
 
     /// An access token, verified — or found in the verified-token cache, then checked
     /// again against the clock.
-    fn access_token(&self, token: &str) -> Result<Arc<Caller>, Error> {
+    /// The token came `via` a header or a cookie: a cached caller keeps how it came, since a
+    /// cookie's request must pass the CSRF check that a header's need not.
+    fn access_token(&self, token: &str, via: Via) -> Result<Arc<Caller>, Error> {
         let now = now_secs();
         if let Some(hit) = self.cache.get(token) {
             self.metrics.token_cache(true);
             self.verifier.check_times(&hit.claims, now)?;
+            if hit.via != via {
+                return Ok(Arc::new(Caller {
+                    via,
+                    ..Caller::clone(&hit)
+                }));
+            }
             return Ok(hit);
         }
         self.metrics.token_cache(false);
@@ -188,7 +214,7 @@ impl Authenticator {
         let caller = Arc::new(Caller {
             headers: self.identity.render(&claims)?,
             claims,
-            via: Via::Bearer,
+            via,
             key: None,
         });
         self.cache.insert(token, caller.clone());
@@ -273,7 +299,7 @@ impl Grant {
             // A certificate was verified for the connection the tunnel lives on, for its life.
             Via::ClientCert => return true,
             Via::ApiKey => caller.key.as_ref().is_some_and(|key| !key.expired(now)),
-            Via::Bearer => self.verifier.check_times(&caller.claims, now).is_ok(),
+            Via::Bearer | Via::Cookie => self.verifier.check_times(&caller.claims, now).is_ok(),
         };
         in_time && !self.revocations.refuses(&caller.claims)
     }

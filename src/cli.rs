@@ -482,7 +482,7 @@ fn token_mint(
     let now = now_secs();
     let exp = now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
     let token = issuer
-        .access_token(&sub, &roles, now, exp, false, None, None)
+        .access_token(&sub, &roles, now, exp, crate::auth::Login::default())
         .map_err(CliError::Signing)?;
     println!("{token}");
     Ok(())

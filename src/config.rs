@@ -34,8 +34,8 @@ use crate::routes::{
     normalize,
 };
 use crate::tls::{self, ClientAuth};
-use raw::{RawConfig, RawPreviousKey, Source};
 pub use browser::{Browser, SameSite};
+use raw::{RawConfig, RawPreviousKey, Source};
 pub use values::parse_duration;
 use values::{parse_size, read_source, source_path, trim_secret};
 

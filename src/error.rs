@@ -46,6 +46,8 @@ pub enum Error {
     MissingClientCertificate,
     #[error("no client identity names the client certificate")]
     UnknownClientCertificate,
+    #[error("a cookie-authenticated request failed the CSRF check")]
+    CsrfFailed,
     #[error("wrong username or password")]
     InvalidCredentials,
     #[error("the username is taken")]
@@ -129,7 +131,8 @@ impl Error {
             | Error::MissingClientCertificate => StatusCode::UNAUTHORIZED,
             Error::InsufficientScope
             | Error::RegistrationClosed
-            | Error::UnknownClientCertificate => StatusCode::FORBIDDEN,
+            | Error::UnknownClientCertificate
+            | Error::CsrfFailed => StatusCode::FORBIDDEN,
             Error::UsernameTaken => StatusCode::CONFLICT,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::StoreUnavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -161,6 +164,7 @@ impl Error {
             | Error::InvalidCredentials
             | Error::MissingClientCertificate
             | Error::UnknownClientCertificate
+            | Error::CsrfFailed
             | Error::RateLimited { .. } => Fault::Auth,
             Error::UpstreamUnreachable { .. }
             | Error::UpstreamFailed { .. }
@@ -184,6 +188,7 @@ impl Error {
             Error::InvalidCredentials => Some("invalid_credentials"),
             Error::MissingClientCertificate => Some("missing_client_certificate"),
             Error::UnknownClientCertificate => Some("unknown_client_certificate"),
+            Error::CsrfFailed => Some("csrf_failed"),
             Error::RateLimited { .. } => Some("rate_limited"),
             _ => None,
         }
@@ -222,6 +227,7 @@ impl Error {
             Error::InsufficientScope => "insufficient_scope",
             Error::MissingClientCertificate => "client_certificate_required",
             Error::UnknownClientCertificate => "unknown_client_certificate",
+            Error::CsrfFailed => "csrf_failed",
             Error::UpstreamUnreachable { .. }
             | Error::UpstreamFailed { .. }
             | Error::UpstreamInvalid { .. } => "bad_gateway",
@@ -256,6 +262,9 @@ impl Error {
             Error::MissingClientCertificate => "this route requires a client certificate",
             Error::UnknownClientCertificate => {
                 "no client identity of this gateway names the client certificate"
+            }
+            Error::CsrfFailed => {
+                "a request with session cookies must come from this site and send X-CSRF-TOKEN"
             }
             Error::UpstreamUnreachable { .. } => "the upstream could not be reached",
             Error::UpstreamFailed { .. } => "the upstream closed the connection without answering",

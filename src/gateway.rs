@@ -32,6 +32,7 @@ use hyper::body::Incoming;
 use crate::accounts::{Accounts, Endpoint};
 use crate::auth::{Authenticator, now_secs};
 use crate::body::Body;
+use crate::browser::BrowserSessions;
 use crate::config::Config;
 use crate::cors::{self, Cors};
 use crate::error::{Error, Fault, error_chain, json_response};
@@ -58,6 +59,8 @@ pub(crate) struct Gateway {
     auth: Authenticator,
     proxy: Proxy,
     accounts: Option<Accounts>,
+    /// `[browser]`: the login page and cookie sessions (with `accounts` only).
+    browser: Option<BrowserSessions>,
     metrics: Arc<Metrics>,
     /// Metric labels, made once per config so requests only clone them.
     labels: Labels,
@@ -84,6 +87,9 @@ impl Gateway {
                 shared.metrics.clone(),
             ),
             proxy: Proxy::new(&config, shared.tasks.clone()),
+            browser: accounts
+                .as_ref()
+                .and_then(|_| BrowserSessions::new(&config)),
             accounts,
             metrics: shared.metrics.clone(),
             labels: Labels::new(&config),
@@ -142,6 +148,13 @@ impl Gateway {
         if let Some((cors, origin)) = log.cors.take() {
             cors.decorate(response.headers_mut(), origin);
         }
+        if peer.tls
+            && let Some(hsts) = self.browser.as_ref().and_then(BrowserSessions::hsts)
+        {
+            response
+                .headers_mut()
+                .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+        }
         // 7. log
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
@@ -191,6 +204,13 @@ impl Gateway {
             log.answered = Answered::Jwks;
             return self.jwks(req.method());
         }
+        if let (Some(browser), Some(accounts)) = (&self.browser, &self.accounts)
+            && let Some(page) = browser.page(&req, path)
+        {
+            log.answered = Answered::Own(page.endpoint());
+            let ip = self.trusted_proxies.client_ip(req.headers(), seen.peer);
+            return Box::pin(browser.handle(page, req, accounts, &self.auth, ip)).await;
+        }
         if let Some(accounts) = &self.accounts
             && let Some(endpoint) = accounts.endpoint(path)
         {
@@ -223,9 +243,20 @@ impl Gateway {
             .map(|cors| (cors, cors.allowed_origin(req.headers())));
 
         // 4. authenticate
+        let mut renewed_cookies = None;
         let caller = match route.auth {
             Auth::Public => None,
-            Auth::Required => Some(self.auth.authenticate(req.headers())?),
+            Auth::Required => match self.auth.authenticate(req.headers()) {
+                Ok(caller) => Some(caller),
+                // A browser's expired session renewed in passing, or the login page.
+                Err(refused) => match self.session_lapsed(&req, refused, seen).await? {
+                    Lapsed::Renewed(caller, cookies) => {
+                        renewed_cookies = Some(cookies);
+                        Some(caller)
+                    }
+                    Lapsed::ToLogin(response) => return Ok(response),
+                },
+            },
             Auth::Optional => match self.auth.authenticate(req.headers()) {
                 Ok(caller) => Some(caller),
                 Err(Error::MissingToken) => None,
@@ -237,7 +268,15 @@ impl Gateway {
             log.user = caller.as_deref().map(|c| c.name().to_owned());
         }
 
-        // 5. authorize, then count
+        // 5. authorize (a cookie session's CSRF and origin first), then count
+        if let (Some(browser), Some(caller)) = (&self.browser, &caller) {
+            browser.check_csrf(&req, caller)?;
+            if req.headers().contains_key(http::header::UPGRADE)
+                && !browser.websocket_allowed(&req, caller)
+            {
+                return Err(Error::CsrfFailed);
+            }
+        }
         if !route.permits(
             caller.as_deref().map(|c| (&c.claims, c.via.kind())),
             now_secs,
@@ -262,7 +301,47 @@ impl Gateway {
             trusted: seen.trusted,
             request_id: seen.request_id,
         };
-        self.proxy.forward(req, forward).await
+        let mut response = self.proxy.forward(req, forward).await?;
+        if let Some(cookies) = renewed_cookies {
+            response.headers_mut().extend(cookies);
+        }
+        Ok(response)
+    }
+
+    /// A request refused for its credential, seen by the browser side: an expired or
+    /// absent access cookie with a good refresh cookie is renewed in passing; a browser
+    /// navigation without a session goes to the login page; anything else stays refused.
+    async fn session_lapsed(
+        &self,
+        req: &Request<Incoming>,
+        refused: Error,
+        seen: Seen<'_>,
+    ) -> Result<Lapsed, Error> {
+        let (Some(browser), Some(accounts)) = (&self.browser, &self.accounts) else {
+            return Err(refused);
+        };
+        let renewable = matches!(
+            refused,
+            Error::MissingToken | Error::InvalidToken(crate::jwt::TokenError::Expired)
+        ) && !req.headers().contains_key(http::header::AUTHORIZATION)
+            && !req.headers().contains_key(&crate::headers::X_API_KEY);
+        if renewable {
+            let ip = self.trusted_proxies.client_ip(req.headers(), seen.peer);
+            if let Some((caller, cookies)) =
+                browser.renew(req.headers(), accounts, &self.auth, ip).await
+            {
+                return Ok(Lapsed::Renewed(caller, cookies));
+            }
+        }
+        if refused.status() == http::StatusCode::UNAUTHORIZED && BrowserSessions::is_navigation(req)
+        {
+            let target = req
+                .uri()
+                .path_and_query()
+                .map_or("/", http::uri::PathAndQuery::as_str);
+            return Ok(Lapsed::ToLogin(browser.to_login(target)));
+        }
+        Err(refused)
     }
 
     /// The public keys, for services that verify authgate's tokens themselves.
@@ -301,6 +380,14 @@ impl Gateway {
         }
         error.to_response_as(self.config.error_body)
     }
+}
+
+/// What became of a request whose credential was refused, for a browser.
+enum Lapsed {
+    /// The session renewed: its new caller, and the cookies the response sets.
+    Renewed(Arc<crate::auth::Caller>, http::HeaderMap),
+    /// A navigation sent to the login page.
+    ToLogin(Response<Body>),
 }
 
 /// What the peer phase learned about a request.

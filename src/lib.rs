@@ -28,6 +28,7 @@
 //! | [`api_keys`] | the API key format (checksum, hash) and the live keys, in memory |
 //! | `route_limits` | the routes' `rate_limit`, per caller or address, bounded |
 //! | `accounts` | register, login, refresh, logout, me; login limits |
+//! | `browser` | browser sessions: login page, cookies, CSRF, redirects, renewal |
 //! | `buckets` | token buckets (GCRA) by key: login limits and route rate limits |
 //! | `passwords` | argon2id hashing off the runtime |
 //! | [`jwt`] | claims, keys bound to algorithms, verification and signing |
@@ -58,6 +59,7 @@ mod admin;
 pub mod api_keys;
 pub mod auth;
 mod body;
+mod browser;
 mod buckets;
 pub mod cli;
 pub mod client_cert;

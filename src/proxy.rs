@@ -65,6 +65,8 @@ pub(crate) struct Proxy {
     /// Whose client copies are removed, in every spelling.
     identity: IdentityHeaders,
     forward_authorization: bool,
+    /// Whether the gateway's session cookies are removed (`[browser]` on).
+    session_cookies: bool,
     body_idle_timeout: Duration,
     /// Tunnels outlive their request; the drain waits for them here.
     tasks: TaskTracker,
@@ -120,6 +122,7 @@ impl Proxy {
             upstreams,
             identity: IdentityHeaders::new(&config.identity),
             forward_authorization: config.identity.forward_authorization,
+            session_cookies: config.browser.is_some(),
             body_idle_timeout: config.server.body_idle_timeout,
             tasks,
         }
@@ -195,6 +198,18 @@ impl Proxy {
         let forwarded_for = peer::forwarded_for(&parts.headers, fwd.peer, fwd.trusted);
         for name in self.headers_to_drop(&parts.headers, fwd.trusted) {
             parts.headers.remove(name);
+        }
+        // The browser session's cookies are the gateway's: the upstream gets the identity
+        // headers instead, and the client's other cookies.
+        if self.session_cookies && crate::browser::cookies::names_ours(&parts.headers) {
+            match crate::browser::cookies::forwarded(&parts.headers) {
+                Some(kept) => {
+                    parts.headers.insert(header::COOKIE, kept);
+                }
+                None => {
+                    parts.headers.remove(header::COOKIE);
+                }
+            }
         }
         // What follows inserts up to a handful of headers: grow the map once.
         parts.headers.reserve(6 + self.identity.len());

@@ -20,18 +20,62 @@ pub(crate) enum Credential<'a> {
     /// An API key (`agk_...`): as the Bearer token, in `X-API-Key`, or as the password of
     /// `Authorization: Basic` (any user name), for tools that only speak Basic.
     ApiKey(Cow<'a, str>),
+    /// The access token in the session cookie of a browser (`[browser]` only).
+    Cookie(&'a str),
 }
 
+/// The browser session's access token cookie, as Flask-JWT-Extended names it.
+pub(crate) const ACCESS_COOKIE: &str = "access_token_cookie";
+
 /// The request's one credential; none is [`Error::MissingToken`]. Two different ones (a
-/// token and a key, two keys) are a conflict, not a choice.
-pub(crate) fn extract(headers: &HeaderMap) -> Result<Credential<'_>, Error> {
-    match (authorization(headers)?, api_key_header(headers)?) {
+/// token and a key, two keys, a header token and a cookie) are a conflict, not a choice.
+/// The session cookie counts only with `cookies` (`[browser]` on).
+pub(crate) fn extract(headers: &HeaderMap, cookies: bool) -> Result<Credential<'_>, Error> {
+    let header = match (authorization(headers)?, api_key_header(headers)?) {
+        (None, None) => None,
+        (Some(credential), None) => Some(credential),
+        (None, Some(key)) => Some(Credential::ApiKey(Cow::Borrowed(key))),
+        (Some(Credential::ApiKey(a)), Some(b)) if a == b => Some(Credential::ApiKey(a)),
+        (Some(_), Some(_)) => return Err(Error::ConflictingCredentials),
+    };
+    let cookie = cookies.then(|| cookie(headers, ACCESS_COOKIE)).flatten();
+    match (header, cookie) {
         (None, None) => Err(Error::MissingToken),
         (Some(credential), None) => Ok(credential),
-        (None, Some(key)) => Ok(Credential::ApiKey(Cow::Borrowed(key))),
-        (Some(Credential::ApiKey(a)), Some(b)) if a == b => Ok(Credential::ApiKey(a)),
+        (None, Some(token)) => Ok(Credential::Cookie(token)),
+        (Some(Credential::Bearer(a)), Some(b)) if a == b => Ok(Credential::Cookie(b)),
         (Some(_), Some(_)) => Err(Error::ConflictingCredentials),
     }
+}
+
+/// The value of cookie `name`, if the request carries exactly one value for it (a second,
+/// different one — say planted by a sibling subdomain — makes it absent rather than
+/// guessed).
+pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut found = None;
+    for (key, value) in cookie_pairs(headers) {
+        if key == name {
+            match found {
+                None => found = Some(value),
+                Some(seen) if seen == value => {}
+                Some(_) => return None,
+            }
+        }
+    }
+    found.filter(|v| !v.is_empty())
+}
+
+/// Every `name=value` pair of every `Cookie` header.
+pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            Some((key.trim(), value.trim().trim_matches('"')))
+        })
 }
 
 /// The credential in the one `Authorization` header: a Bearer token or key, or a key as
@@ -127,7 +171,7 @@ mod tests {
         assert_eq!(bearer_token(&headers(&["bearer abc"])).ok(), Some("abc"));
         assert_eq!(bearer_token(&headers(&["BEARER  abc "])).ok(), Some("abc"));
         assert_eq!(
-            extract(&headers(&["Bearer abc"])).ok(),
+            extract(&headers(&["Bearer abc"]), false).ok(),
             Some(Credential::Bearer("abc"))
         );
     }
@@ -152,7 +196,7 @@ mod tests {
             with(headers(&["Bearer agk_0123"]), "x-api-key", key),
         ] {
             assert_eq!(
-                extract(&h).ok(),
+                extract(&h, false).ok(),
                 Some(Credential::ApiKey(key.into())),
                 "{h:?}"
             );
@@ -160,9 +204,46 @@ mod tests {
         // A Basic password that is not a key is the upstream's business.
         let plain = base64::engine::general_purpose::STANDARD.encode("user:secret");
         assert!(matches!(
-            extract(&headers(&[&format!("Basic {plain}")])),
+            extract(&headers(&[&format!("Basic {plain}")]), false),
             Err(Error::MissingToken)
         ));
+    }
+
+    #[test]
+    fn the_session_cookie_counts_only_for_browsers_and_never_beside_another_token() {
+        let cookie = with(
+            HeaderMap::new(),
+            "cookie",
+            "theme=x; access_token_cookie=a.b.c",
+        );
+        assert_eq!(
+            extract(&cookie, true).ok(),
+            Some(Credential::Cookie("a.b.c"))
+        );
+        assert!(matches!(extract(&cookie, false), Err(Error::MissingToken)));
+        let same = with(
+            headers(&["Bearer a.b.c"]),
+            "cookie",
+            "access_token_cookie=a.b.c",
+        );
+        assert_eq!(extract(&same, true).ok(), Some(Credential::Cookie("a.b.c")));
+        for other in [
+            with(
+                headers(&["Bearer d.e.f"]),
+                "cookie",
+                "access_token_cookie=a.b.c",
+            ),
+            with(
+                with(HeaderMap::new(), "x-api-key", "agk_1"),
+                "cookie",
+                "access_token_cookie=a.b.c",
+            ),
+        ] {
+            assert!(
+                matches!(extract(&other, true), Err(Error::ConflictingCredentials)),
+                "{other:?}"
+            );
+        }
     }
 
     #[test]
@@ -177,7 +258,7 @@ mod tests {
             ),
         ] {
             assert!(
-                matches!(extract(&h), Err(Error::ConflictingCredentials)),
+                matches!(extract(&h, false), Err(Error::ConflictingCredentials)),
                 "{h:?}"
             );
         }

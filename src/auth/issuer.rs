@@ -5,6 +5,17 @@
 use crate::config::Tokens;
 use crate::jwt::{Claims, OneOrMany, SignError, Signer};
 
+/// What an access token says about the login behind it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Login<'a> {
+    /// Right after a password login, not a refresh.
+    pub(crate) fresh: bool,
+    /// When the password was entered (none for a minted token).
+    pub(crate) auth_time: Option<i64>,
+    /// A cookie session's double-submit value.
+    pub(crate) csrf: Option<&'a str>,
+}
+
 /// Signs tokens with the configured signing key, for the configured issuer and audience.
 #[derive(Debug)]
 pub(crate) struct Issuer {
@@ -42,22 +53,20 @@ impl Issuer {
         self.refresh_ttl
     }
 
-    /// An access token of `sub` with `roles`, valid until `exp`; `fresh` only right after
-    /// a password login, `auth_time` when that login was (none for a minted token).
+    /// An access token of `sub` with `roles`, valid until `exp`, for the login `login`
+    /// describes.
     pub(crate) fn access_token(
         &self,
         sub: &str,
         roles: &[String],
         now: i64,
         exp: i64,
-        fresh: bool,
-        auth_time: Option<i64>,
-        csrf: Option<&str>,
+        login: Login<'_>,
     ) -> Result<String, SignError> {
-        let mut claims = self.claims(sub, "access", random_uuid(), now, exp, csrf);
+        let mut claims = self.claims(sub, "access", random_uuid(), now, exp, login.csrf);
         claims.roles = OneOrMany::Many(roles.to_vec());
-        claims.fresh = Some(fresh);
-        claims.auth_time = auth_time;
+        claims.fresh = Some(login.fresh);
+        claims.auth_time = login.auth_time;
         self.signer.sign(&claims)
     }
 

@@ -120,7 +120,11 @@ impl Ctx<'_> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
             {
-                self.error(domain, "browser.cookie_domain", "a domain such as \".example.com\"");
+                self.error(
+                    domain,
+                    "browser.cookie_domain",
+                    "a domain such as \".example.com\"",
+                );
             }
             text.to_ascii_lowercase()
         });
