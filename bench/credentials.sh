@@ -2,7 +2,8 @@
 # CPU per request of one authgate process (release, pinned to core 1) for each kind of
 # credential, measured in one run, rounds interleaved so drift hits every kind alike:
 #   - jwt: a cached HS256 access token (`authgate token mint`);
-#   - api_key: a cached API key (`authgate apikey create`), sent as Bearer.
+#   - api_key: a cached API key (`authgate apikey create`), sent as Bearer;
+#   - cookie: the same JWT as a browser session's access cookie (`[browser]` on).
 # The upstream is the harness's nginx (127.0.0.1:18080); wrk and nginx share core 0.
 # CPU is utime+stime of the gateway from /proc, before and after each wrk run, divided
 # by the requests wrk completed. Everything on 127.0.0.1, bounded in time.
@@ -35,6 +36,10 @@ secret = { file = "$HARNESS/keys/hs256.secret" }
 [store]
 url = "sqlite://$OUT/data/authgate.db"
 
+[browser]
+# Plain HTTP here: the cookies would be Secure otherwise.
+cookie_secure = false
+
 [[upstream]]
 name = "bench"
 url = "http://127.0.0.1:18080"
@@ -61,13 +66,17 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-declare -A CRED
-CRED[jwt]=$("$BIN" --config "$conf" token mint --sub bench-user --ttl 6h)
-CRED[api_key]=$("$BIN" --config "$conf" apikey create bench-key 2>/dev/null)
+KINDS="jwt api_key cookie"
+jwt=$("$BIN" --config "$conf" token mint --sub bench-user --ttl 6h)
+key=$("$BIN" --config "$conf" apikey create bench-key 2>/dev/null)
+declare -A HEADER
+HEADER[jwt]="Authorization: Bearer $jwt"
+HEADER[api_key]="Authorization: Bearer $key"
+HEADER[cookie]="Cookie: access_token_cookie=$jwt"
 # The gateway learns of the key from the store within a quarter second.
 sleep 1
-for kind in jwt api_key; do
-    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${CRED[$kind]}" "http://127.0.0.1:$PORT/")
+for kind in $KINDS; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "${HEADER[$kind]}" "http://127.0.0.1:$PORT/")
     [[ $code == 200 ]] || { echo "$kind: $code, not 200" >&2; exit 1; }
 done
 
@@ -76,10 +85,10 @@ tick_us=$((1000000 / $(getconf CLK_TCK)))
 
 printf 'round\tcredential\treq/s\tcpu_us_per_req\n' | tee "$OUT/rounds.tsv"
 for round in $(seq "$ROUNDS"); do
-    for kind in jwt api_key; do
+    for kind in $KINDS; do
         before=$(cpu_ticks)
         report=$(timeout $((DURATION + 30)) taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" \
-            -H "Authorization: Bearer ${CRED[$kind]}" "http://127.0.0.1:$PORT/")
+            -H "${HEADER[$kind]}" "http://127.0.0.1:$PORT/")
         after=$(cpu_ticks)
         requests=$(awk '/requests in/ {print $1}' <<<"$report")
         non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$report")
@@ -92,7 +101,7 @@ done
 
 echo
 echo "median CPU µs per request ($ROUNDS rounds of ${DURATION}s, $CONNS connections):"
-for kind in jwt api_key; do
+for kind in $KINDS; do
     awk -v k="$kind" '$2 == k {print $4}' "$OUT/rounds.tsv" | sort -n |
         awk -v k="$kind" '{v[NR] = $1} END {printf "  %-8s %s\n", k, v[int((NR + 1) / 2)]}'
 done

@@ -1334,6 +1334,78 @@ fn client_certificate_errors_name_their_line_and_key() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Browser sessions
+
+/// `[store]` on lines 16-17, `[browser]` on line 19, its first field on line 20.
+fn with_browser(fields: &str) -> String {
+    format!("{BASE}\n[store]\nurl = \"sqlite://x.db\"\n\n[browser]\n{fields}")
+}
+
+#[test]
+fn browser_settings_default_to_safe_cookies() {
+    let dir = Dir::new();
+    let config = dir.ok(&with_browser(""));
+    let browser = config.browser.expect("[browser]");
+    assert!(browser.cookie_secure);
+    assert_eq!(browser.same_site, crate::config::SameSite::Lax);
+    assert_eq!(browser.cookie_domain, None);
+    assert_eq!(browser.title, "authgate");
+    assert_eq!(browser.hsts, std::time::Duration::from_secs(180 * 86_400));
+    assert!(dir.ok(BASE).browser.is_none());
+}
+
+const BROWSER_ERRORS: &[Refused] = &[
+    Refused {
+        name: "browser_sessions_need_a_store",
+        text: |_| format!("{BASE}\n[browser]\ntitle = \"Corp\"\n"),
+        issues: &[(
+            16,
+            "browser",
+            "[browser] needs [store]: the login page logs users in from it",
+        )],
+    },
+    Refused {
+        name: "same_site_none_is_refused",
+        text: |_| with_browser("same_site = \"None\"\n"),
+        issues: &[(
+            20,
+            "browser.same_site",
+            "\"None\" is neither \"Lax\" nor \"Strict\" (None would send the session cookies cross-site)",
+        )],
+    },
+    Refused {
+        name: "redirect_hosts_are_bare_names",
+        text: |_| {
+            with_browser(
+                "allowed_redirect_hosts = [\"ok.example.com\", \"https://evil.example/\"]\n",
+            )
+        },
+        issues: &[(
+            20,
+            "browser.allowed_redirect_hosts",
+            "a host name (\"app.example.com\") or a domain (\".example.com\"), without scheme, port or path",
+        )],
+    },
+    Refused {
+        name: "the_title_is_printable_and_short",
+        text: |_| with_browser("title = \"\"\nhsts = \"forever\"\n"),
+        issues: &[
+            (20, "browser.title", "1 to 80 printable ASCII characters"),
+            (
+                21,
+                "browser.hsts",
+                "\"forever\" is not a duration (examples: \"500ms\", \"30s\", \"15m\", \"7d\")",
+            ),
+        ],
+    },
+];
+
+#[test]
+fn browser_errors_name_their_line_and_key() {
+    check_refused(BROWSER_ERRORS);
+}
+
+// ---------------------------------------------------------------------------------------
 // Identity headers
 
 #[test]
