@@ -58,6 +58,12 @@ auth = "public"
         )
         .await;
 
+    browser
+        .scenario("a restart is a new profile", async |b| {
+            restart(b, &gw).await;
+        })
+        .await;
+
     browser.close().await;
     gw.stop().await;
 }
@@ -196,7 +202,7 @@ async fn cross_site_form(b: &mut Browser, setup: &Setup, gw: &Gateway) {
         .wait_for_url(|u| u.path() == "/public/landed", Duration::from_secs(10))
         .await;
     assert_eq!(landed.host_str(), Some("localhost"));
-    b.wait_for("body pre, body", Duration::from_secs(5)).await;
+    b.wait_for("body", Duration::from_secs(5)).await;
     let text = b.text_of("body").await;
     assert!(text.contains(r#""path":"/public/landed""#), "{text}");
 
@@ -224,4 +230,21 @@ async fn cross_site_form(b: &mut Browser, setup: &Setup, gw: &Gateway) {
     assert_eq!(setup.upstream.paths(), vec!["/public/landed".to_owned()]);
 
     server.abort();
+}
+
+async fn restart(b: &mut Browser, gw: &Gateway) {
+    b.goto(&gw.url("/public/kept")).await;
+    b.execute(
+        "localStorage.setItem('probe', 'x'); document.cookie = 'probe=x; Path=/';",
+        vec![],
+    )
+    .await;
+    assert!(b.cookie("probe").await.is_some());
+    b.restart().await;
+    b.goto(&gw.url("/public/kept")).await;
+    let stored = b
+        .execute("return localStorage.getItem('probe');", vec![])
+        .await;
+    assert_eq!(stored, serde_json::Value::Null, "storage is gone");
+    assert_eq!(b.all_cookies().await, vec![], "cookies are gone");
 }
