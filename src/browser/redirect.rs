@@ -15,18 +15,19 @@ pub(crate) fn target<'a>(rd: &'a str, allowed_hosts: &[String]) -> &'a str {
     }
 }
 
-/// A path on this host: `/` then not `/` or `\`, only visible ASCII, and the decoded
-/// form the same shape (no `%2F%2F`, `%5C`, control characters).
+/// A path on this host: `/` then not `/` or `\`, only visible ASCII; and its decoded
+/// form the same shape, without a backslash or a control character (`%2F%2F`, `%5C`,
+/// `%09` refused; an encoded space is fine).
 fn is_local_path(rd: &str) -> bool {
-    let decoded = percent_decoded(rd);
-    [rd, decoded.as_str()].iter().all(|text| {
+    let shaped = |text: &str| {
         let bytes = text.as_bytes();
-        bytes.first() == Some(&b'/')
-            && !matches!(bytes.get(1), Some(b'/' | b'\\'))
-            && bytes
-                .iter()
-                .all(|b| (b'!'..=b'~').contains(b) && *b != b'\\')
-    })
+        bytes.first() == Some(&b'/') && !matches!(bytes.get(1), Some(b'/' | b'\\'))
+    };
+    let decoded = percent_decoded(rd);
+    shaped(rd)
+        && rd.bytes().all(|b| (b'!'..=b'~').contains(&b) && b != b'\\')
+        && shaped(&decoded)
+        && !decoded.chars().any(|c| c == '\\' || c.is_ascii_control())
 }
 
 /// `https://HOST[/path]` with HOST one of `allowed` (`a.example.com`, or `.example.com`
@@ -94,6 +95,7 @@ mod tests {
         for ok in [
             "/",
             "/reports?year=2026&q=a%20b",
+            "/caf%C3%A9",
             "/a/b#frag",
             "https://app.example.com",
             "https://app.example.com/x?y=1",
@@ -117,6 +119,7 @@ mod tests {
             "%2F%2Fevil.example",
             "/%5Cevil.example",
             "/%09/evil.example",
+            "/x%0D%0ALocation:%20//evil.example",
             "/\t/evil.example",
             "javascript:alert(1)",
             "JavaScript:alert(1)",
