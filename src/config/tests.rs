@@ -411,7 +411,7 @@ const TOML_ERRORS: &[Refused] = &[
         issues: &[(
             1,
             "logging",
-            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `store`, `accounts`, `identity`, `dev`, `compat`, `upstream`, `route`, `client_identity`",
+            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `store`, `accounts`, `identity`, `dev`, `compat`, `browser`, `upstream`, `route`, `client_identity`",
         )],
     },
     Refused {
