@@ -270,13 +270,21 @@ impl BrowserSessions {
         }
     }
 
-    /// A state-changing request authenticated by cookie must send the session's `csrf` as
-    /// `X-CSRF-TOKEN` and come from this site (double submit, as Flask-JWT-Extended, and
-    /// an Origin check besides).
+    /// A request authenticated by cookie: one that changes state must send the session's
+    /// `csrf` as `X-CSRF-TOKEN` and come from this site (double submit, as
+    /// Flask-JWT-Extended, and an Origin check besides); a WebSocket upgrade must come from
+    /// this site or an allowed host (a browser always sends `Origin` on one).
     pub(crate) fn check_csrf<B>(&self, req: &Request<B>, caller: &Caller) -> Result<(), Error> {
-        if caller.via != Via::Cookie
-            || matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        {
+        if caller.via != Via::Cookie {
+            return Ok(());
+        }
+        if req.headers().contains_key(header::UPGRADE) {
+            return match self.origin_allowed(req, false) {
+                true => Ok(()),
+                false => Err(Error::CsrfFailed),
+            };
+        }
+        if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
             return Ok(());
         }
         let claim = caller.claims.extra.get(CSRF_CLAIM).and_then(|v| v.as_str());
@@ -288,12 +296,6 @@ impl BrowserSessions {
             (Some(claim), Some(sent)) if claim == sent && self.same_origin(req) => Ok(()),
             _ => Err(Error::CsrfFailed),
         }
-    }
-
-    /// Whether a cookie-authenticated WebSocket upgrade comes from an allowed page: this
-    /// site, or an allowed host over https. A browser always sends `Origin` on one.
-    pub(crate) fn websocket_allowed<B>(&self, req: &Request<B>, caller: &Caller) -> bool {
-        caller.via != Via::Cookie || self.origin_allowed(req, false)
     }
 
     /// `Origin` absent (not a cross-site browser request) or this very site.
