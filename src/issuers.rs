@@ -369,6 +369,86 @@ mod tests {
         assert!(roles_at(&claims, &path("scope.roles")).is_empty());
     }
 
+    fn corp() -> ExternalIssuer {
+        ExternalIssuer {
+            name: "corp".into(),
+            issuer: "https://idp.example/realms/corp".into(),
+            jwks: crate::config::JwksSource::Uri("https://idp.example/jwks".parse().expect("uri")),
+            audiences: vec!["gateway".into(), "api".into()],
+            algorithms: vec![crate::jwt::Algorithm::RS256],
+            username_claim: "preferred_username".into(),
+            roles_claim: path("realm_access.roles"),
+            tls: Arc::new(crate::tls::client_config_without_roots()),
+            bearer: None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn external_claims_map_to_the_gateways() {
+        let token = json!({
+            "iss": "https://idp.example/realms/corp",
+            "aud": ["account", "api"],
+            "sub": "f3a1-uuid",
+            "preferred_username": "alice",
+            "realm_access": { "roles": ["admin"] },
+            "exp": 2_000_000_000, "iat": 1_999_999_000, "jti": "j-1",
+            "email": "alice@example.com",
+        });
+        let claims =
+            map_claims(&corp(), object(token.clone()), &["email".to_owned()]).expect("claims");
+        assert_eq!(claims.sub, "alice");
+        assert_eq!(claims.roles.as_slice(), ["admin"]);
+        assert_eq!(claims.exp, Some(2_000_000_000));
+        assert_eq!(claims.jti.as_deref(), Some("j-1"));
+        assert_eq!(claims.token_type, None, "no type needed");
+        assert_eq!(claims.extra["email"], "alice@example.com");
+
+        let with = |key: &str, value: Value| {
+            let mut token = object(token.clone());
+            token.insert(key.to_owned(), value);
+            map_claims(&corp(), token, &[])
+        };
+        assert_eq!(
+            with("aud", json!("account")).err(),
+            Some(TokenError::WrongAudience)
+        );
+        assert_eq!(
+            with("iss", json!("https://other")).err(),
+            Some(TokenError::WrongIssuer)
+        );
+        assert_eq!(
+            with("preferred_username", json!(["a"])).err(),
+            Some(TokenError::UnforwardableClaim)
+        );
+        assert_eq!(
+            with("preferred_username", json!("al\nice\u{e9}")).err(),
+            Some(TokenError::UnforwardableClaim)
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_older_than_a_day_verify_nothing() {
+        let issuer = IssuerKeys::new(corp(), Arc::new(Metrics::new()));
+        let now = 1_900_000_000;
+        issuer.keys.store(Arc::new(KeySet {
+            keys: Vec::new(),
+            fetched_at: Some(now - MAX_STALENESS_SECS - 1),
+        }));
+        assert_eq!(
+            issuer.verify("a.b.c", now, &[]).err(),
+            Some(TokenError::IssuerUnavailable)
+        );
+        issuer.keys.store(Arc::new(KeySet {
+            keys: Vec::new(),
+            fetched_at: Some(now - MAX_STALENESS_SECS),
+        }));
+        assert_eq!(
+            issuer.verify("a.b.c", now, &[]).err(),
+            Some(TokenError::Malformed)
+        );
+    }
+
     #[test]
     fn the_refresh_interval_follows_max_age_within_bounds() {
         assert_eq!(refresh_interval(None), DEFAULT_REFRESH);

@@ -637,3 +637,45 @@ async fn a_hanging_jwks_endpoint_never_delays_a_known_key() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_token_revoked_by_jti_is_refused_even_cached() {
+    let setup = Setup::new(Algorithm::ES256).await;
+    let idp = Idp::start(setup.dir.path(), "corp").await;
+    let key = idp_key(Algorithm::RS256, "known");
+    idp.publish(&key);
+    let issuer = format!(
+        "{}\n[store]\nurl = \"sqlite://authgate.db\"\n",
+        keycloak_issuer("corp", &idp, "")
+    );
+    let gw = start(&setup, &issuer).await;
+    keys_fetched(&gw, "corp", 1.0).await;
+    let client = setup.client();
+    let claims = keycloak_claims(&idp.issuer(), "gateway", "alice", &[]);
+    let token = sign(&key, &claims);
+    assert_eq!(get(&client, &gw.url("/x"), &token).await, 200);
+    assert_eq!(get(&client, &gw.url("/x"), &token).await, 200, "now cached");
+
+    let config = authgate::config::Config::load(
+        &gw.dir.join("gateway.toml"),
+        authgate::config::LoadOptions::default(),
+    )
+    .expect("config");
+    let store = authgate::store::open(config.store.as_ref().expect("store")).expect("store");
+    store
+        .revoke_token(
+            claims.jti.as_deref().expect("jti"),
+            claims.exp.expect("exp"),
+        )
+        .expect("revoke");
+    let mut refused = false;
+    for _ in 0..40 {
+        if get(&client, &gw.url("/x"), &token).await == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "a revoked external token still passes");
+    gw.stop().await;
+}
