@@ -10,6 +10,12 @@
 //! | `identity` | the identity headers a caller becomes upstream |
 //! | `issuer` | minting tokens, for the account endpoints and `token mint` |
 //!
+//! A bearer token whose `iss` names an `[[issuer]]` is verified with that issuer's keys
+//! (`crate::issuers`) instead of the local ones, and its claims mapped into the same
+//! [`Claims`]; from there on it is a caller like any other. Only such a token naming a
+//! `kid` its issuer has not published makes [`Authenticator::authenticate_fetching`]
+//! wait, for one refetch.
+//!
 //! Whatever the source and whether the cache answered, the same checks end every
 //! decision: the credential's times against the clock and the revocation map (an API
 //! key's id is revoked as a token's `jti` is).
