@@ -61,6 +61,8 @@ impl Issuers {
             .iter()
             .map(|config| Arc::new(IssuerKeys::new(config.clone(), metrics.clone())))
             .collect();
+        // A reload that drops an issuer drops it from `/readyz` too.
+        metrics.keep_issuers(&configs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>());
         let stop = CancellationToken::new();
         // Outside a runtime (a command that only loads the config) nothing is fetched.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

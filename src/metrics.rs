@@ -322,6 +322,15 @@ impl Metrics {
         }
     }
 
+    /// Forgets the staleness of issuers a new config no longer has (its gauge stays at
+    /// its last value: a series does not vanish from a family).
+    pub(crate) fn keep_issuers(&self, names: &[&str]) {
+        self.stale_issuers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|name| names.contains(&name.as_str()));
+    }
+
     /// The issuers whose last key fetch failed, by name.
     pub(crate) fn stale_issuers(&self) -> Vec<String> {
         self.stale_issuers
@@ -375,6 +384,8 @@ mod tests {
         metrics.login("ok");
         metrics.reload(false);
         metrics.jwks_fetch(&Label::new("corp"), false);
+        assert_eq!(metrics.stale_issuers(), ["corp"]);
+        metrics.keep_issuers(&["corp", "other"]);
         assert_eq!(metrics.stale_issuers(), ["corp"]);
         let text = metrics.encode(7);
         for line in [
