@@ -53,9 +53,17 @@ pub(crate) async fn handle<B>(req: &Request<B>, admin: &Admin) -> Response<Body>
                 ),
             };
             match (admin.readiness.get(), store_ok) {
-                (true, true) => {
-                    json_response(StatusCode::OK, serde_json::json!({ "status": "ready" }))
-                }
+                // Stale issuer keys still verify (for up to a day), so traffic is still
+                // served: ready, with the issuers named for whoever looks.
+                (true, true) => match admin.metrics.stale_issuers() {
+                    stale if stale.is_empty() => {
+                        json_response(StatusCode::OK, serde_json::json!({ "status": "ready" }))
+                    }
+                    stale => json_response(
+                        StatusCode::OK,
+                        serde_json::json!({ "status": "ready", "stale_issuers": stale }),
+                    ),
+                },
                 (false, _) => json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     serde_json::json!({ "status": "draining" }),

@@ -10,6 +10,12 @@
 //! | `identity` | the identity headers a caller becomes upstream |
 //! | `issuer` | minting tokens, for the account endpoints and `token mint` |
 //!
+//! A bearer token whose `iss` names an `[[issuer]]` is verified with that issuer's keys
+//! (`crate::issuers`) instead of the local ones, and its claims mapped into the same
+//! [`Claims`]; from there on it is a caller like any other. Only such a token naming a
+//! `kid` its issuer has not published makes [`Authenticator::authenticate_fetching`]
+//! wait, for one refetch.
+//!
 //! Whatever the source and whether the cache answered, the same checks end every
 //! decision: the credential's times against the clock and the revocation map (an API
 //! key's id is revoked as a token's `jti` is).
@@ -29,6 +35,7 @@ use crate::api_keys::{self, ApiKeys, LiveKey};
 use crate::client_cert::ClientCert;
 use crate::config::Config;
 use crate::error::Error;
+use crate::issuers::{IssuerKeys, Issuers};
 use crate::jwt::{Claims, TokenError, Verifier};
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
@@ -111,8 +118,17 @@ pub(crate) struct Authenticator {
     certificates: CertCallers,
     /// Whether the browser session cookie is a credential (`[browser]` on).
     cookies: bool,
+    /// `[[issuer]]`: other issuers' keys, refreshed in the background while this lives.
+    issuers: Issuers,
     revocations: Arc<Revocations>,
     metrics: Arc<Metrics>,
+}
+
+/// What checking a request's credential came to, short of a refusal.
+enum Outcome {
+    Caller(Arc<Caller>),
+    /// A token of this issuer names a `kid` it has not published (yet): worth one refetch.
+    UnknownKid(Arc<IssuerKeys>),
 }
 
 impl Authenticator {
@@ -151,6 +167,7 @@ impl Authenticator {
             identity,
             keys,
             cookies: config.browser.is_some(),
+            issuers: Issuers::new(&config.issuers, &metrics),
             revocations,
             metrics,
         }
@@ -162,23 +179,52 @@ impl Authenticator {
         &self.verifier
     }
 
-    /// The caller the request's one credential stands for.
+    /// The caller the request's one credential stands for. A token of an `[[issuer]]` whose
+    /// `kid` is unknown waits for one refetch of its keys (single-flight, bounded by the
+    /// fetch timeout) and is tried once more; every other credential, and every token
+    /// whose key is known, is decided without waiting on anything.
+    pub(crate) async fn authenticate_fetching(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Arc<Caller>, Error> {
+        match self.attempt(headers)? {
+            Outcome::Caller(caller) => Ok(caller),
+            Outcome::UnknownKid(issuer) => {
+                issuer.refetch().await;
+                self.authenticate(headers)
+            }
+        }
+    }
+
+    /// The caller the request's one credential stands for, decided now: a token naming a
+    /// key not (yet) known is refused.
     pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, Error> {
-        let caller = match credentials::extract(headers, self.cookies)? {
+        match self.attempt(headers)? {
+            Outcome::Caller(caller) => Ok(caller),
+            Outcome::UnknownKid(_) => Err(TokenError::UnknownKey.into()),
+        }
+    }
+
+    fn attempt(&self, headers: &HeaderMap) -> Result<Outcome, Error> {
+        let outcome = match credentials::extract(headers, self.cookies)? {
             Credential::Bearer(token) => self.access_token(token, Via::Bearer)?,
             Credential::Cookie(token) => self.access_token(token, Via::Cookie)?,
-            Credential::ApiKey(key) => self.api_key(&key)?,
+            Credential::ApiKey(key) => Outcome::Caller(self.api_key(&key)?),
         };
-        if self.revocations.refuses(&caller.claims) {
+        if let Outcome::Caller(caller) = &outcome
+            && self.revocations.refuses(&caller.claims)
+        {
             return Err(TokenError::Revoked.into());
         }
-        Ok(caller)
+        Ok(outcome)
     }
 
     /// The caller of a session's new access token, as if it had come in its cookie (a
     /// renewal in passing).
     pub(crate) fn session_caller(&self, access: &str) -> Result<Arc<Caller>, Error> {
-        let caller = self.access_token(access, Via::Cookie)?;
+        let Outcome::Caller(caller) = self.access_token(access, Via::Cookie)? else {
+            return Err(TokenError::UnknownKey.into());
+        };
         if self.revocations.refuses(&caller.claims) {
             return Err(TokenError::Revoked.into());
         }
@@ -196,21 +242,33 @@ impl Authenticator {
     /// again against the clock.
     /// The token came `via` a header or a cookie: a cached caller keeps how it came, since a
     /// cookie's request must pass the CSRF check that a header's need not.
-    fn access_token(&self, token: &str, via: Via) -> Result<Arc<Caller>, Error> {
+    fn access_token(&self, token: &str, via: Via) -> Result<Outcome, Error> {
         let now = now_secs();
         if let Some(hit) = self.cache.get(token) {
             self.metrics.token_cache(true);
             self.verifier.check_times(&hit.claims, now)?;
             if hit.via != via {
-                return Ok(Arc::new(Caller {
+                return Ok(Outcome::Caller(Arc::new(Caller {
                     via,
                     ..Caller::clone(&hit)
-                }));
+                })));
             }
-            return Ok(hit);
+            return Ok(Outcome::Caller(hit));
         }
         self.metrics.token_cache(false);
-        let claims = self.verifier.verify_access(token, now)?;
+        let claims = match self.external_issuer(token) {
+            None => self.verifier.verify_access(token, now)?,
+            // Only that issuer's keys, algorithms and audiences; then the same clock checks
+            // as the gateway's own tokens.
+            Some(issuer) => match issuer.verify(token, now, self.verifier.extra_claims()) {
+                Err(TokenError::UnknownKey) => return Ok(Outcome::UnknownKid(issuer.clone())),
+                Err(refused) => return Err(refused.into()),
+                Ok(claims) => {
+                    self.verifier.check_times(&claims, now)?;
+                    claims
+                }
+            },
+        };
         let caller = Arc::new(Caller {
             headers: self.identity.render(&claims)?,
             claims,
@@ -218,7 +276,17 @@ impl Authenticator {
             key: None,
         });
         self.cache.insert(token, caller.clone());
-        Ok(caller)
+        Ok(Outcome::Caller(caller))
+    }
+
+    /// The `[[issuer]]` a token's (unverified) `iss` names; `None` for the gateway's own
+    /// tokens and unknown issuers, which the local verifier refuses as today. Without any
+    /// `[[issuer]]` the payload is not even looked at.
+    fn external_issuer(&self, token: &str) -> Option<&Arc<IssuerKeys>> {
+        if self.issuers.is_empty() {
+            return None;
+        }
+        crate::jwt::by_unverified_issuer(token, |iss| self.issuers.by_iss(iss))
     }
 
     /// An API key: a typo fails the checksum before any lookup; a live key is found in

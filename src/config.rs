@@ -9,6 +9,7 @@
 
 mod browser;
 mod client_certs;
+mod issuers;
 mod raw;
 mod values;
 
@@ -35,6 +36,9 @@ use crate::routes::{
 };
 use crate::tls::{self, ClientAuth};
 pub use browser::{Browser, SameSite};
+pub use issuers::{
+    Bearer, DEFAULT_ISSUER_ALGORITHMS, DEFAULT_JWKS_TIMEOUT, ExternalIssuer, JwksSource,
+};
 use raw::{RawConfig, RawPreviousKey, Source};
 pub use values::parse_duration;
 use values::{parse_size, read_source, source_path, trim_secret};
@@ -138,6 +142,8 @@ pub struct Config {
     /// `[[client_identity]]`, in file order: the first whose pattern matches names a
     /// client certificate.
     pub client_identities: Vec<ClientIdentity>,
+    /// `[[issuer]]`: other issuers whose tokens are accepted, in file order.
+    pub issuers: Vec<ExternalIssuer>,
     /// The shape of the gateway's own error bodies (`[compat] error_body`).
     pub error_body: ErrorBody,
     /// `[browser]`: the login page and cookie sessions; `None`: API-only.
@@ -659,6 +665,12 @@ impl Ctx<'_> {
             .map_or(DEFAULT_MAX_BODY_BYTES, |s| s.max_body_bytes);
         let routes = self.routes(&raw.route, &raw.upstream, default_body);
         let client_identities = self.client_identities(&raw);
+        let local_issuer = raw
+            .tokens
+            .issuer
+            .as_ref()
+            .map_or(DEFAULT_ISSUER, |i| i.get_ref().as_str());
+        let issuers = self.issuers(&raw.issuer, local_issuer);
         self.warn_clear_text(
             &raw,
             server.as_ref(),
@@ -705,6 +717,7 @@ impl Ctx<'_> {
             upstreams,
             routes,
             client_identities,
+            issuers,
             warnings: std::mem::take(&mut self.warnings),
             generated: std::mem::take(&mut self.generated),
         })

@@ -246,7 +246,7 @@ impl Gateway {
         let mut renewed_cookies = None;
         let caller = match route.auth {
             Auth::Public => None,
-            Auth::Required => match self.auth.authenticate(req.headers()) {
+            Auth::Required => match self.auth.authenticate_fetching(req.headers()).await {
                 Ok(caller) => Some(caller),
                 // A browser's expired session renewed in passing, or the login page.
                 Err(refused) => match self.session_lapsed(&req, refused, seen).await? {
@@ -257,7 +257,7 @@ impl Gateway {
                     Lapsed::ToLogin(response) => return Ok(response),
                 },
             },
-            Auth::Optional => match self.auth.authenticate(req.headers()) {
+            Auth::Optional => match self.auth.authenticate_fetching(req.headers()).await {
                 Ok(caller) => Some(caller),
                 Err(Error::MissingToken) => None,
                 Err(refused) => return Err(refused),

@@ -59,6 +59,8 @@ pub enum TokenError {
     KeyChecksum,
     #[error("unknown API key")]
     UnknownApiKey,
+    #[error("the issuer's keys are unavailable")]
+    IssuerUnavailable,
 }
 
 impl TokenError {
@@ -83,6 +85,7 @@ impl TokenError {
             TokenError::LifetimeTooLong => "lifetime_too_long",
             TokenError::KeyChecksum => "api_key_checksum",
             TokenError::UnknownApiKey => "api_key_unknown",
+            TokenError::IssuerUnavailable => "issuer_unavailable",
         }
     }
 
@@ -107,6 +110,7 @@ impl TokenError {
             TokenError::LifetimeTooLong => "the token lifetime exceeds the accepted maximum",
             TokenError::KeyChecksum => "the API key is mistyped: its checksum does not match",
             TokenError::UnknownApiKey => "the API key is unknown or revoked",
+            TokenError::IssuerUnavailable => "the token issuer's keys are unavailable",
         }
     }
 }
@@ -413,47 +417,7 @@ impl Verifier {
 
     /// Verifies signature and time, issuer and audience claims; any token type.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-        let header_json = URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| TokenError::Malformed)?;
-        let header: Header<'_> =
-            serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
-        if header.jku || header.x5u || header.jwk || header.x5c || header.crit {
-            return Err(TokenError::ForbiddenHeader);
-        }
-        let key = match header.kid.as_deref() {
-            Some(kid) => self
-                .keys
-                .iter()
-                .find(|k| k.kid == kid)
-                .ok_or(TokenError::UnknownKey)?,
-            None => self.keys.first().ok_or(TokenError::UnknownKey)?,
-        };
-        // The key fixes the algorithm; "none" can never equal a configured key's.
-        if header.alg != algorithm_name(key.alg) {
-            return Err(TokenError::AlgorithmNotAllowed);
-        }
-        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-        // Room for the largest signature (RSA-8192: 1024 bytes) without a heap allocation.
-        let mut signature = [0u8; 1024];
-        let signature_len = URL_SAFE_NO_PAD
-            .decode_slice(signature_b64, &mut signature)
-            .map_err(|_| TokenError::Malformed)?;
-        if !key
-            .verifying
-            .verify(signing_input.as_bytes(), &signature[..signature_len])
-        {
-            return Err(TokenError::BadSignature);
-        }
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload_b64)
-            .map_err(|_| TokenError::Malformed)?;
+        let payload = verified_payload(token, &self.keys)?;
         let mut claims: Claims =
             serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
         self.check_claims(&claims, now)?;
@@ -525,6 +489,73 @@ impl Verifier {
     pub fn keys(&self) -> &[Key] {
         &self.keys
     }
+
+    /// The claims outside [`Claims`]' fields that the identity headers and routes read.
+    pub fn extra_claims(&self) -> &[String] {
+        &self.extra_claims
+    }
+}
+
+/// The payload of `token`, decoded, once its header has been vetted and its signature
+/// checked with one of `keys`: the `kid` selects the key (no `kid`: the first), the key
+/// fixes the algorithm. Shared by the local [`Verifier`] and the external issuers, whose
+/// claims differ but whose signatures are checked alike.
+pub fn verified_payload(token: &str, keys: &[Key]) -> Result<Vec<u8>, TokenError> {
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let header_json = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .map_err(|_| TokenError::Malformed)?;
+    let header: Header<'_> =
+        serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+    if header.jku || header.x5u || header.jwk || header.x5c || header.crit {
+        return Err(TokenError::ForbiddenHeader);
+    }
+    let key = match header.kid.as_deref() {
+        Some(kid) => keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or(TokenError::UnknownKey)?,
+        None => keys.first().ok_or(TokenError::UnknownKey)?,
+    };
+    // The key fixes the algorithm; "none" can never equal a configured key's.
+    if header.alg != algorithm_name(key.alg) {
+        return Err(TokenError::AlgorithmNotAllowed);
+    }
+    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+    // Room for the largest signature (RSA-8192: 1024 bytes) without a heap allocation.
+    let mut signature = [0u8; 1024];
+    let signature_len = URL_SAFE_NO_PAD
+        .decode_slice(signature_b64, &mut signature)
+        .map_err(|_| TokenError::Malformed)?;
+    if !key
+        .verifying
+        .verify(signing_input.as_bytes(), &signature[..signature_len])
+    {
+        return Err(TokenError::BadSignature);
+    }
+    URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|_| TokenError::Malformed)
+}
+
+/// What `pick` makes of a token's unverified `iss`, to choose whose keys verify it:
+/// nothing is trusted from it but that choice. `None` when the payload is unreadable or
+/// has no `iss`.
+pub fn by_unverified_issuer<T>(token: &str, pick: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+    #[derive(Deserialize)]
+    struct Iss<'a> {
+        #[serde(borrow, default)]
+        iss: Option<Cow<'a, str>>,
+    }
+    let payload_b64 = token.split('.').nth(1)?;
+    let payload = URL_SAFE_NO_PAD.decode(payload_b64).ok()?;
+    let iss: Iss<'_> = serde_json::from_slice(&payload).ok()?;
+    pick(iss.iss.as_deref()?)
 }
 
 /// Signs tokens with the configured signing key.

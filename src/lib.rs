@@ -24,6 +24,7 @@
 //! | `cors` | a route's CORS policy: preflights answered, headers for allowed origins |
 //! | [`routes`] | path normalization and the route table |
 //! | [`auth`] | the one authenticator: credentials → a verified caller; token minting |
+//! | `issuers` | `[[issuer]]`: other issuers' keys from their JWKS, refreshed; their tokens' claims |
 //! | [`client_cert`] | a verified client certificate read once; its XFCC; `client_identity` patterns |
 //! | [`api_keys`] | the API key format (checksum, hash) and the live keys, in memory |
 //! | `route_limits` | the routes' `rate_limit`, per caller or address, bounded |
@@ -71,6 +72,7 @@ pub mod framing;
 mod gateway;
 mod head;
 mod headers;
+mod issuers;
 pub mod jwt;
 mod metrics;
 mod passwords;

@@ -6,9 +6,10 @@
 //! `own:<endpoint>`, `none` and `invalid`), methods a fixed set, reasons and kinds fixed
 //! strings — nothing a client sends becomes a label.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -95,6 +96,17 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabels {
+    issuer: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerResultLabels {
+    issuer: Label,
+    result: &'static str,
+}
+
 /// Every metric of the process.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -111,6 +123,11 @@ pub(crate) struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     open_connections: Gauge<i64, AtomicI64>,
     revocations: Gauge<i64, AtomicI64>,
+    jwks_fetches: Family<IssuerResultLabels, Counter>,
+    issuer_keys_stale: Family<IssuerLabels, Gauge<i64, AtomicI64>>,
+    /// The `[[issuer]]` names whose last fetch failed, for `/readyz` (a gauge family
+    /// cannot be listed back). Written once per fetch, never on the request path.
+    stale_issuers: Mutex<BTreeSet<String>>,
 }
 
 /// Request latency buckets, 250 µs to 30 s: a gateway answers in well under a millisecond
@@ -192,8 +209,23 @@ impl Metrics {
             "Entries in the in-memory revocation map",
             revocations.clone(),
         );
+        let jwks_fetches = Family::<IssuerResultLabels, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "Fetches of an [[issuer]]'s keys, by issuer and result",
+            jwks_fetches.clone(),
+        );
+        let issuer_keys_stale = Family::<IssuerLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "issuer_keys_stale",
+            "1 while an [[issuer]]'s last key fetch failed (its last good keys are in use)",
+            issuer_keys_stale.clone(),
+        );
         Metrics {
             registry,
+            jwks_fetches,
+            issuer_keys_stale,
+            stale_issuers: Mutex::new(BTreeSet::new()),
             requests,
             duration,
             auth_failures,
@@ -265,6 +297,50 @@ impl Metrics {
         self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
+    /// A fetch of `issuer`'s keys: counted, and the issuer stale until one succeeds.
+    pub(crate) fn jwks_fetch(&self, issuer: &Label, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.jwks_fetches
+            .get_or_create(&IssuerResultLabels {
+                issuer: issuer.clone(),
+                result,
+            })
+            .inc();
+        self.issuer_keys_stale
+            .get_or_create(&IssuerLabels {
+                issuer: issuer.clone(),
+            })
+            .set(i64::from(!ok));
+        let mut stale = self
+            .stale_issuers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ok {
+            stale.remove(issuer.as_str());
+        } else {
+            stale.insert(issuer.as_str().to_owned());
+        }
+    }
+
+    /// Forgets the staleness of issuers a new config no longer has (its gauge stays at
+    /// its last value: a series does not vanish from a family).
+    pub(crate) fn keep_issuers(&self, names: &[&str]) {
+        self.stale_issuers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|name| names.contains(&name.as_str()));
+    }
+
+    /// The issuers whose last key fetch failed, by name.
+    pub(crate) fn stale_issuers(&self) -> Vec<String> {
+        self.stale_issuers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Counts a connection while the guard lives.
     pub(crate) fn connection(self: &Arc<Self>) -> ConnectionGuard {
         self.open_connections.inc();
@@ -307,6 +383,10 @@ mod tests {
         metrics.upstream_error(&Label::new("app"), "timeout");
         metrics.login("ok");
         metrics.reload(false);
+        metrics.jwks_fetch(&Label::new("corp"), false);
+        assert_eq!(metrics.stale_issuers(), ["corp"]);
+        metrics.keep_issuers(&["corp", "other"]);
+        assert_eq!(metrics.stale_issuers(), ["corp"]);
         let text = metrics.encode(7);
         for line in [
             r#"authgate_requests_total{route="/admin",method="GET",status="200"} 2"#,
@@ -315,6 +395,8 @@ mod tests {
             r#"authgate_logins_total{result="ok"} 1"#,
             r#"authgate_config_reloads_total{result="error"} 1"#,
             r#"authgate_revocations 7"#,
+            r#"authgate_jwks_fetches_total{issuer="corp",result="error"} 1"#,
+            r#"authgate_issuer_keys_stale{issuer="corp"} 1"#,
             r#"authgate_request_duration_seconds_count{route="/admin"} 2"#,
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");

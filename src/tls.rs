@@ -119,6 +119,22 @@ pub fn client_config(ca_pem: Option<&[u8]>) -> Result<ClientConfig, TlsError> {
         .with_no_client_auth())
 }
 
+/// TLS for fetching an issuer's keys: the system's roots, and `extra_pem`'s besides them
+/// (a private CA, say Kubernetes' own, next to the public ones a cloud provider uses).
+pub fn client_config_with_system_roots(extra_pem: Option<&[u8]>) -> Result<ClientConfig, TlsError> {
+    let mut roots = match extra_pem {
+        Some(pem) => roots(pem)?,
+        None => RootCertStore::empty(),
+    };
+    // Unreadable system certificates are skipped, as for upstreams.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(TlsError::Refused)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// A client configuration for plain-http upstreams, which never use it: the connector type
 /// is shared with https upstreams.
 pub fn client_config_without_roots() -> ClientConfig {

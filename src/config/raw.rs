@@ -31,6 +31,8 @@ pub(super) struct RawConfig {
     pub(super) route: Vec<RawRoute>,
     #[serde(default)]
     pub(super) client_identity: Vec<RawClientIdentity>,
+    #[serde(default)]
+    pub(super) issuer: Vec<RawIssuer>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +176,22 @@ pub(super) struct RawClientIdentity {
     pub(super) roles: Vec<Spanned<String>>,
     #[serde(rename = "match")]
     pub(super) matches: Spanned<RawCertMatch>,
+}
+
+/// An `[[issuer]]`: tokens of another issuer, verified against its JWKS.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawIssuer {
+    pub(super) name: Spanned<String>,
+    pub(super) issuer: Spanned<String>,
+    pub(super) discovery: Option<Spanned<bool>>,
+    pub(super) jwks_uri: Option<Spanned<String>>,
+    pub(super) audiences: Spanned<Vec<Spanned<String>>>,
+    pub(super) algorithms: Option<Vec<Spanned<String>>>,
+    pub(super) username_claim: Option<Spanned<String>>,
+    pub(super) roles_claim: Option<Spanned<String>>,
+    pub(super) ca: Option<Spanned<String>>,
+    pub(super) jwks_bearer: Option<Spanned<Source>>,
+    pub(super) timeout: Option<Spanned<String>>,
 }
 
 /// `match = { uri = "..." }`, or `dns`, or `cn`: exactly one, checked in validation.
@@ -414,8 +432,22 @@ pub(super) fn known_keys(table: &[Segment]) -> &'static [&'static str] {
             "upstream",
             "route",
             "client_identity",
+            "issuer",
         ],
         ["client_identity"] => &["name", "roles", "match"],
+        ["issuer"] => &[
+            "name",
+            "issuer",
+            "discovery",
+            "jwks_uri",
+            "audiences",
+            "algorithms",
+            "username_claim",
+            "roles_claim",
+            "ca",
+            "jwks_bearer",
+            "timeout",
+        ],
         ["client_identity", "match"] => &["uri", "dns", "cn"],
         ["compat"] => &["error_body"],
         ["browser"] => &[

@@ -411,7 +411,7 @@ const TOML_ERRORS: &[Refused] = &[
         issues: &[(
             1,
             "logging",
-            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `store`, `accounts`, `identity`, `dev`, `compat`, `browser`, `upstream`, `route`, `client_identity`",
+            "unknown key `logging`, expected one of `server`, `admin`, `tokens`, `store`, `accounts`, `identity`, `dev`, `compat`, `browser`, `upstream`, `route`, `client_identity`, `issuer`",
         )],
     },
     Refused {
@@ -2306,4 +2306,154 @@ fn account_paths_and_the_error_body_are_checked() {
     assert_eq!(config.accounts.paths.login, "/api/auth/login");
     assert_eq!(config.accounts.paths.refresh, "/token/refresh");
     assert_eq!(config.error_body, ErrorBody::FlaskJwtExtended);
+}
+
+// ---------------------------------------------------------------------------------------
+// [[issuer]]
+
+/// `BASE` and an `[[issuer]]` named `corp` (line 16; `name` 17, `issuer` 18) with `lines`
+/// from line 19.
+fn with_issuer(lines: &str) -> String {
+    format!(
+        "{BASE}\n[[issuer]]\nname = \"corp\"\nissuer = \"https://idp.example.com/realms/corp\"\n{lines}"
+    )
+}
+
+#[test]
+fn an_issuer_loads_with_its_defaults() {
+    let dir = Dir::new();
+    let config = dir.ok(&with_issuer("discovery = true\naudiences = [\"gw\"]\n"));
+    let [issuer] = config.issuers.as_slice() else {
+        panic!("one issuer: {:?}", config.issuers);
+    };
+    assert_eq!(issuer.name, "corp");
+    assert_eq!(
+        issuer.jwks,
+        JwksSource::Discovery(
+            "https://idp.example.com/realms/corp/.well-known/openid-configuration"
+                .parse()
+                .expect("uri")
+        )
+    );
+    assert_eq!(issuer.audiences, ["gw"]);
+    assert_eq!(issuer.algorithms, DEFAULT_ISSUER_ALGORITHMS);
+    assert_eq!(issuer.username_claim, "sub");
+    assert_eq!(issuer.roles_claim, ["roles"]);
+    assert_eq!(issuer.timeout, DEFAULT_JWKS_TIMEOUT);
+    assert!(issuer.bearer.is_none());
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    dir.write("sa/token", "eyJ.token\n");
+    let config = dir.ok(&with_issuer(
+        "jwks_uri = \"http://127.0.0.1:8080/jwks\"\naudiences = [\"a\", \"b\"]\n\
+         algorithms = [\"ES256\", \"RS256\"]\nusername_claim = \"preferred_username\"\n\
+         roles_claim = \"realm_access.roles\"\njwks_bearer = { file = \"sa/token\" }\ntimeout = \"1s\"\n",
+    ));
+    let issuer = &config.issuers[0];
+    assert_eq!(
+        issuer.jwks,
+        JwksSource::Uri("http://127.0.0.1:8080/jwks".parse().expect("uri"))
+    );
+    assert_eq!(issuer.algorithms, [Algorithm::ES256, Algorithm::RS256]);
+    assert_eq!(issuer.username_claim, "preferred_username");
+    assert_eq!(issuer.roles_claim, ["realm_access", "roles"]);
+    assert_eq!(issuer.timeout, Duration::from_secs(1));
+    assert!(matches!(&issuer.bearer, Some(Bearer::File(path)) if path == &dir.path("sa/token")));
+    assert_eq!(
+        config.warnings,
+        [dir.issue(
+            19,
+            "issuer[0].jwks_uri",
+            "\"http://127.0.0.1:8080/jwks\" is plain http: for tests only, keys in clear text could be anyone's"
+        )]
+    );
+}
+
+const ISSUER_ERRORS: &[Refused] = &[
+    Refused {
+        name: "an_issuer_takes_discovery_or_jwks_uri_not_both",
+        text: |_| {
+            with_issuer(
+                "discovery = true\njwks_uri = \"https://idp.example.com/certs\"\naudiences = [\"gw\"]\n",
+            )
+        },
+        issues: &[(
+            20,
+            "issuer[0].jwks_uri",
+            "give discovery = true or jwks_uri, not both",
+        )],
+    },
+    Refused {
+        name: "an_issuer_needs_discovery_or_jwks_uri",
+        text: |_| with_issuer("audiences = [\"gw\"]\n"),
+        issues: &[(
+            17,
+            "issuer[0]",
+            "give discovery = true (keys found from the issuer) or jwks_uri",
+        )],
+    },
+    Refused {
+        name: "an_issuer_jwks_uri_is_https_off_loopback",
+        text: |_| {
+            with_issuer("jwks_uri = \"http://idp.example.com/certs\"\naudiences = [\"gw\"]\n")
+        },
+        issues: &[(
+            19,
+            "issuer[0].jwks_uri",
+            "\"http://idp.example.com/certs\" is not https: an issuer's keys are fetched over https only",
+        )],
+    },
+    Refused {
+        name: "an_issuer_refuses_hmac_algorithms",
+        text: |_| {
+            with_issuer(
+                "jwks_uri = \"https://idp.example.com/certs\"\naudiences = [\"gw\"]\nalgorithms = [\"RS256\", \"HS256\"]\n",
+            )
+        },
+        issues: &[(
+            21,
+            "issuer[0].algorithms[1]",
+            "HS256 is HMAC: another issuer's keys are public, anyone could sign with them",
+        )],
+    },
+    Refused {
+        name: "an_issuer_needs_an_audience",
+        text: |_| with_issuer("jwks_uri = \"https://idp.example.com/certs\"\naudiences = []\n"),
+        issues: &[(
+            20,
+            "issuer[0].audiences",
+            "give at least one audience: tokens meant for other services must not pass",
+        )],
+    },
+    Refused {
+        name: "an_issuer_refuses_unknown_keys",
+        text: |_| {
+            with_issuer(
+                "jwks_uri = \"https://idp.example.com/certs\"\naudiences = [\"gw\"]\naudience = \"gw\"\n",
+            )
+        },
+        issues: &[(
+            21,
+            "issuer[0].audience",
+            "unknown key `audience`, expected one of `name`, `issuer`, `discovery`, `jwks_uri`, `audiences`, `algorithms`, `username_claim`, `roles_claim`, `ca`, `jwks_bearer`, `timeout`",
+        )],
+    },
+    Refused {
+        name: "an_issuer_is_not_the_gateways_own",
+        text: |_| {
+            format!(
+                "{BASE}\n[[issuer]]\nname = \"self\"\nissuer = \"authgate\"\njwks_uri = \"https://x.example/jwks\"\naudiences = [\"gw\"]\n"
+            )
+        },
+        issues: &[(
+            18,
+            "issuer[0].issuer",
+            "\"authgate\" is the gateway's own issuer ([tokens] issuer)",
+        )],
+    },
+];
+
+#[test]
+fn issuer_errors() {
+    check_refused(ISSUER_ERRORS);
 }

@@ -297,6 +297,29 @@ impl Key {
         })
     }
 
+    /// A verification-only key from a JWKS entry's public key bytes (DER for RSA, the
+    /// uncompressed point for EC, the raw 32 bytes for Ed25519), bound to `alg`, which
+    /// the caller chose from the entry's kty/crv/alg. RSA below 2048 bits is refused here
+    /// as in a PEM file.
+    pub fn from_public_bytes(
+        alg: Algorithm,
+        kid: String,
+        public: Vec<u8>,
+    ) -> Result<Key, KeyError> {
+        if alg.family() == AlgorithmFamily::Hmac {
+            return Err(KeyError::PemExpected { alg });
+        }
+        let parsed = ParsedPublicKey::new(verification_algorithm(alg), public)
+            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+        Ok(Key {
+            kid,
+            alg,
+            verifying: Verifying::Public(Arc::new(parsed)),
+            encoding: None,
+            public_jwk: None,
+        })
+    }
+
     /// Loads an HMAC secret for `alg`; it must be at least as long as the hash (RFC 7518 §3.2).
     pub fn from_secret(
         alg: Algorithm,
