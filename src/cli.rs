@@ -86,9 +86,12 @@ pub enum ApiKeyCommand {
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Create a user; the password is read from standard input (no echo on a terminal).
+    /// With registration off, this is how the first admin is made (in a pod:
+    /// `kubectl exec -i POD -- authgate user add admin --role admin < password-file`).
     Add {
+        /// 3 to 64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit.
         name: String,
-        /// A role; repeat for more.
+        /// A role (letters, digits, '.', '_', '-', ':'); repeat for more.
         #[arg(long = "role")]
         roles: Vec<String>,
     },
@@ -106,12 +109,20 @@ pub enum UserCommand {
     Revoke { name: String },
 }
 
+/// Every algorithm `key generate` makes a key for.
+const KEY_ALGORITHMS: [&str; 12] = [
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384", "EdDSA",
+];
+
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// Write a new signing key: a PKCS#8 PEM private key, or an HMAC secret for HS*.
     Generate {
-        #[arg(long)]
+        /// The algorithm the key signs with.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(KEY_ALGORITHMS))]
         alg: String,
+        /// Where to write it (its folder is created).
         #[arg(long)]
         out: PathBuf,
         /// Replace an existing file.

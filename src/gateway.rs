@@ -236,7 +236,6 @@ impl Gateway {
             .match_request(req.method(), host, path)
             .ok_or(Error::NotFound)?;
         log.answered = Answered::Route(route.index);
-        log.upstream = Some(self.proxy.upstream_name(route.upstream));
         log.cors = route
             .cors
             .as_ref()
@@ -283,7 +282,8 @@ impl Gateway {
             self.limits.check(route, caller.as_deref(), ip)?;
         }
 
-        // 6. forward
+        // 6. forward (only now does the log name the upstream)
+        log.upstream = Some(self.proxy.upstream_name(route.upstream));
         let forward = Forward {
             // The path the decision was made on, rewritten only by the route's own rule.
             normalized_path: route.rewritten(path).or(normalized),

@@ -60,7 +60,10 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         tracing::info!(
             listen = %config.server.listen,
             tls = config.server.tls.is_some(),
-            admin = ?config.admin.as_ref().map(|a| a.listen),
+            admin = %config
+                .admin
+                .as_ref()
+                .map_or_else(|| "off".to_owned(), |a| a.listen.to_string()),
             workers,
             "authgate serving"
         );

@@ -576,12 +576,16 @@ fn key_generate_hs256_writes_64_hex_characters() {
 #[test]
 fn key_generate_refuses_an_unknown_algorithm() {
     let work = Work::new();
-    for alg in ["XS256", "none", "es256"] {
+    // A usage error (exit 2), naming the algorithms there are.
+    for alg in ["XS256", "none", "es256", "ES999"] {
         let out = work.run(&["key", "generate", "--alg", alg, "--out", "k.pem"]);
-        assert_eq!(code(&out), 1, "{alg}");
-        assert_eq!(
-            stderr(&out),
-            format!("authgate: \"{alg}\" is not a supported algorithm\n")
+        assert_eq!(code(&out), 2, "{alg}");
+        let said = stderr(&out);
+        assert!(
+            said.contains(&format!("invalid value '{alg}' for '--alg <ALG>'"))
+                && said.contains("HS256")
+                && said.contains("EdDSA"),
+            "{said}"
         );
         assert!(!work.path("k.pem").exists(), "{alg}");
     }

@@ -720,10 +720,13 @@ upstream = "app"
 
     let log = gate.log_text();
     let lines = json_lines(&log);
-    assert!(
-        lines.iter().any(|l| message(l) == "authgate serving"),
-        "the start line is there:\n{log}"
-    );
+    let start = lines
+        .iter()
+        .find(|l| message(l) == "authgate serving")
+        .unwrap_or_else(|| panic!("the start line is there:\n{log}"));
+    // The admin address as an address, not a Rust `Some(..)`.
+    let admin = start["admin"].as_str().unwrap_or_default();
+    assert!(admin.parse::<std::net::SocketAddr>().is_ok(), "{start}");
     let access: Vec<&Value> = lines
         .iter()
         .filter(|l| l["target"] == "authgate::access")
@@ -762,6 +765,9 @@ upstream = "app"
         let line = mine[0];
         assert_eq!(line["method"], m.method, "{m:?}: {line}");
         assert_eq!(line["status"], m.status, "{m:?}: {line}");
+        // Only a request that went upstream names its upstream.
+        let upstream = if m.status == 200 { "app" } else { "-" };
+        assert_eq!(line["upstream"], upstream, "{m:?}: {line}");
         match m.path {
             Some(path) => assert_eq!(line["path"], path, "{m:?}: {line}"),
             // A path that cannot be normalized has no normalized form to log.
