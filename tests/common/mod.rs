@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 pub mod browser;
 pub mod metrics;
+pub mod oidc;
 pub mod process;
 pub mod wire;
 
