@@ -27,7 +27,7 @@ mod identity;
 mod issuer;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -385,12 +385,7 @@ impl Grant {
     }
 }
 
-/// Seconds since the epoch: the one clock read behind token checks and issuing.
-pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub use crate::jwt::now_secs;
 
 #[cfg(test)]
 mod tests {

@@ -203,7 +203,7 @@ impl IssuerKeys {
                 }
                 self.keys.store(Arc::new(KeySet {
                     keys: fetched.keys,
-                    fetched_at: Some(crate::auth::now_secs()),
+                    fetched_at: Some(crate::jwt::now_secs()),
                 }));
                 self.metrics.jwks_fetch(&self.label, true);
                 Some(fetched.max_age)

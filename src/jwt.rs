@@ -115,6 +115,13 @@ impl TokenError {
     }
 }
 
+/// Seconds since the epoch: the one clock read behind token checks and issuing.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// The claim that binds a cookie session's tokens to its `csrf_*` cookies (as
 /// Flask-JWT-Extended names it).
 pub const CSRF_CLAIM: &str = "csrf";
