@@ -248,10 +248,14 @@ impl Authenticator {
             self.metrics.token_cache(true);
             self.verifier.check_times(&hit.claims, now)?;
             if hit.via != via {
-                return Ok(Outcome::Caller(Arc::new(Caller {
+                // The same token from the other source (rare): cached as it came last,
+                // so a token that keeps coming one way costs a plain hit.
+                let caller = Arc::new(Caller {
                     via,
                     ..Caller::clone(&hit)
-                })));
+                });
+                self.cache.insert(token, caller.clone());
+                return Ok(Outcome::Caller(caller));
             }
             return Ok(Outcome::Caller(hit));
         }
