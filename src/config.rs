@@ -487,6 +487,21 @@ impl Ctx<'_> {
         }
     }
 
+    /// The PEM of an optional `ca` file (relative to the config); an unreadable one is an
+    /// error at `{key}.ca`.
+    fn ca_file(&mut self, ca: Option<&Spanned<String>>, key: &str) -> Result<Option<Vec<u8>>, ()> {
+        let Some(ca) = ca else {
+            return Ok(None);
+        };
+        match values::read_file(&values::resolve(&self.base, ca.get_ref())) {
+            Ok(pem) => Ok(Some(pem)),
+            Err(message) => {
+                self.error(ca, &format!("{key}.ca"), message);
+                Err(())
+            }
+        }
+    }
+
     /// A whole number within `range`, or the default with an error.
     fn count(
         &mut self,
@@ -1433,16 +1448,7 @@ impl Ctx<'_> {
             return None;
         }
         let tls = if scheme == uri::Scheme::HTTPS {
-            let ca = match &up.ca {
-                Some(ca) => match values::read_file(&values::resolve(&self.base, ca.get_ref())) {
-                    Ok(pem) => Some(pem),
-                    Err(message) => {
-                        self.error(ca, &format!("{key}.ca"), message);
-                        return None;
-                    }
-                },
-                None => None,
-            };
+            let ca = self.ca_file(up.ca.as_ref(), key).ok()?;
             match tls::client_config(ca.as_deref()) {
                 Ok(config) => Some(Arc::new(config)),
                 Err(e) => {

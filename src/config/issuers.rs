@@ -283,16 +283,7 @@ impl Ctx<'_> {
 
     /// The system roots, and `ca` besides them.
     fn issuer_tls(&mut self, entry: &RawIssuer, key: &str) -> Option<Arc<rustls::ClientConfig>> {
-        let ca = match &entry.ca {
-            Some(ca) => match values::read_file(&values::resolve(&self.base, ca.get_ref())) {
-                Ok(pem) => Some(pem),
-                Err(message) => {
-                    self.error(ca, &format!("{key}.ca"), message);
-                    return None;
-                }
-            },
-            None => None,
-        };
+        let ca = self.ca_file(entry.ca.as_ref(), key).ok()?;
         match crate::tls::client_config_with_system_roots(ca.as_deref()) {
             Ok(config) => Some(Arc::new(config)),
             Err(e) => {
