@@ -201,15 +201,13 @@ impl Proxy {
         }
         // The browser session's cookies are the gateway's: the upstream gets the identity
         // headers instead, and the client's other cookies.
-        if self.session_cookies && crate::browser::cookies::names_ours(&parts.headers) {
-            match crate::browser::cookies::forwarded(&parts.headers) {
-                Some(kept) => {
-                    parts.headers.insert(header::COOKIE, kept);
-                }
-                None => {
-                    parts.headers.remove(header::COOKIE);
-                }
-            }
+        if self.session_cookies
+            && let Some(kept) = crate::browser::cookies::forwarded(&parts.headers)
+        {
+            match kept {
+                Some(kept) => parts.headers.insert(header::COOKIE, kept),
+                None => parts.headers.remove(header::COOKIE),
+            };
         }
         // What follows inserts up to a handful of headers: grow the map once.
         parts.headers.reserve(6 + self.identity.len());
