@@ -48,6 +48,9 @@ pub struct User {
     /// The latest `revoke_user` instant of this user, if any (read only; derived from the
     /// revocations).
     pub revoked_before: Option<i64>,
+    /// The `[[browser.provider]]` (its issuer's name) this user logs in with; `None` for a
+    /// local user with a password. A provider's user has no password hash.
+    pub provider: Option<String>,
 }
 
 impl User {
@@ -60,6 +63,7 @@ impl User {
             disabled: false,
             created_at: now,
             revoked_before: None,
+            provider: None,
         }
     }
 }
@@ -128,6 +132,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn remove_user(&self, name: &str, before: i64) -> Result<bool, StoreError>;
     fn set_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError>;
     fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError>;
+    /// A provider's user at login: created when new, its roles replaced when it is that
+    /// provider's already; the stored user comes back (disabled, revocations and all).
+    /// [`StoreError::Conflict`] when the name is a local user's, another provider's, or
+    /// an API key's: an identity provider never takes over an account it did not make.
+    fn upsert_provider_user(&self, user: &User) -> Result<User, StoreError>;
 
     /// Stores a new key; [`StoreError::Conflict`] when a key or a user has its name.
     fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;

@@ -38,6 +38,7 @@ fn user(name: &str) -> User {
         disabled: false,
         created_at: 1,
         revoked_before: None,
+        provider: None,
     }
 }
 
@@ -227,6 +228,73 @@ fn users_are_unique_regardless_of_case_and_round_trip() {
             .map(|u| u.name)
             .collect();
         assert_eq!(names, ["alice", "Carol"], "{backend}");
+    }
+}
+
+#[test]
+fn a_providers_user_is_created_then_updated_and_never_takes_another_name() {
+    for (backend, store, _keep) in backends() {
+        let external = |name: &str, provider: &str, roles: &[&str]| User {
+            password_hash: String::new(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            provider: Some(provider.to_owned()),
+            ..user(name)
+        };
+        let first = store
+            .upsert_provider_user(&external("dora", "corp", &["dev"]))
+            .expect("create");
+        assert_eq!(first.provider.as_deref(), Some("corp"), "{backend}");
+        assert_eq!(first.roles, ["dev"], "{backend}");
+        assert_eq!(first.password_hash, "", "{backend}: no password");
+        // The roles come from the claim at each login.
+        store.revoke_user("dora", 9).expect("revoke");
+        let again = store
+            .upsert_provider_user(&external("dora", "corp", &["admin"]))
+            .expect("update");
+        assert_eq!(again.roles, ["admin"], "{backend}");
+        assert_eq!(again.revoked_before, Some(9), "{backend}");
+        assert_eq!(
+            store
+                .user("dora")
+                .expect("read")
+                .expect("user")
+                .provider
+                .as_deref(),
+            Some("corp"),
+            "{backend}"
+        );
+        // Another provider, a local user, an API key: their names stay theirs.
+        assert!(
+            matches!(
+                store.upsert_provider_user(&external("dora", "other", &[])),
+                Err(StoreError::Conflict)
+            ),
+            "{backend}"
+        );
+        store.create_user(&user("local")).expect("create");
+        assert!(
+            matches!(
+                store.upsert_provider_user(&external("LOCAL", "corp", &[])),
+                Err(StoreError::Conflict)
+            ),
+            "{backend}"
+        );
+        assert_eq!(
+            store.user("local").expect("read"),
+            Some(user("local")),
+            "{backend}: untouched"
+        );
+        store
+            .create_api_key(&api_key("robot", None))
+            .expect("create key");
+        assert!(
+            matches!(
+                store.upsert_provider_user(&external("robot", "corp", &[])),
+                Err(StoreError::Conflict)
+            ),
+            "{backend}"
+        );
+        assert_eq!(store.user("robot").expect("read"), None, "{backend}");
     }
 }
 

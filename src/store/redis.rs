@@ -79,10 +79,10 @@ end
 /// (empty when never revoked).
 const READ_USER_LUA: &str = r#"
 local function read_user(key)
-  local u = redis.call('HMGET', key, 'name', 'hash', 'roles', 'disabled', 'created_at')
+  local u = redis.call('HMGET', key, 'name', 'hash', 'roles', 'disabled', 'created_at', 'provider')
   if not u[1] then return nil end
   local revoked = redis.call('GET', 'authgate:user_revoked:' .. u[1]) or ''
-  return {u[1], u[2], u[3], u[4], u[5], revoked}
+  return {u[1], u[2], u[3], u[4], u[5], revoked, u[6] or ''}
 end
 "#;
 
@@ -92,10 +92,31 @@ static CREATE_USER: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'hash', ARGV[2], 'roles', ARGV[3],
            'disabled', ARGV[4], 'created_at', ARGV[5])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'provider', ARGV[6]) end
 redis.call('SADD', KEYS[2], KEYS[1])
 return 1
 "#,
     )
+});
+
+/// A provider's user: created, or its roles replaced when it is that provider's already;
+/// nil when the name is anyone else's (see `Store::upsert_provider_user`).
+static UPSERT_PROVIDER_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{READ_USER_LUA}
+if redis.call('EXISTS', KEYS[3]) == 1 then return nil end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'name', ARGV[1], 'hash', '', 'roles', ARGV[2],
+             'disabled', '0', 'created_at', ARGV[3], 'provider', ARGV[4])
+  redis.call('SADD', KEYS[2], KEYS[1])
+elseif redis.call('HGET', KEYS[1], 'provider') == ARGV[4] then
+  redis.call('HSET', KEYS[1], 'roles', ARGV[2])
+else
+  return nil
+end
+return read_user(KEYS[1])
+"#
+    ))
 });
 
 static USER: LazyLock<Script> =
@@ -405,9 +426,9 @@ impl RedisStore {
     }
 }
 
-/// A user from the six strings `READ_USER_LUA` returns.
+/// A user from the seven strings `READ_USER_LUA` returns.
 fn user_from(fields: &[String]) -> Option<User> {
-    let [name, hash, roles, disabled, created_at, revoked] = fields else {
+    let [name, hash, roles, disabled, created_at, revoked, provider] = fields else {
         return None;
     };
     Some(User {
@@ -417,6 +438,7 @@ fn user_from(fields: &[String]) -> Option<User> {
         disabled: disabled == "1",
         created_at: number(created_at),
         revoked_before: (!revoked.is_empty()).then(|| number(revoked)),
+        provider: (!provider.is_empty()).then(|| provider.clone()),
     })
 }
 
@@ -507,6 +529,7 @@ impl Store for RedisStore {
                 .arg(roles)
                 .arg(u8::from(user.disabled))
                 .arg(user.created_at)
+                .arg(user.provider.as_deref().unwrap_or_default())
                 .invoke(c)
         })?;
         if created == 1 {
@@ -523,9 +546,28 @@ impl Store for RedisStore {
 
     fn users(&self) -> Result<Vec<User>, StoreError> {
         let fields: Vec<String> = self.with(|c| ALL_USERS.key(USERS).invoke(c))?;
-        let mut users: Vec<User> = fields.chunks(6).filter_map(user_from).collect();
+        let mut users: Vec<User> = fields.chunks(7).filter_map(user_from).collect();
         users.sort_by_key(|u| u.name.to_ascii_lowercase());
         Ok(users)
+    }
+
+    fn upsert_provider_user(&self, user: &User) -> Result<User, StoreError> {
+        let roles = serde_json::to_string(&user.roles).unwrap_or_else(|_| "[]".into());
+        let fields: Option<Vec<String>> = self.with(|c| {
+            UPSERT_PROVIDER_USER
+                .key(user_key(&user.name))
+                .key(USERS)
+                .key(api_key_key(&user.name))
+                .arg(&user.name)
+                .arg(roles)
+                .arg(user.created_at)
+                .arg(user.provider.as_deref().unwrap_or_default())
+                .invoke(c)
+        })?;
+        fields
+            .as_deref()
+            .and_then(user_from)
+            .ok_or(StoreError::Conflict)
     }
 
     fn remove_user(&self, name: &str, before: i64) -> Result<bool, StoreError> {

@@ -62,6 +62,9 @@ CREATE TABLE api_keys (
     last_used_at INTEGER
 );
 "#,
+    r#"
+ALTER TABLE users ADD COLUMN provider TEXT;
+"#,
 ];
 
 #[derive(Debug)]
@@ -143,6 +146,11 @@ struct Presented {
     family_revoked: bool,
 }
 
+/// What `user_from_row` reads, in its order.
+const USER_COLUMNS: &str = "name, password_hash, roles, disabled, created_at,
+    (SELECT max(until) FROM revocations WHERE kind = 'user' AND subject = users.name),
+    provider";
+
 fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     let roles: String = row.get(2)?;
     Ok(User {
@@ -152,6 +160,7 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         disabled: row.get(3)?,
         created_at: row.get(4)?,
         revoked_before: row.get(5)?,
+        provider: row.get(6)?,
     })
 }
 
@@ -220,10 +229,56 @@ impl Store for SqliteStore {
         let roles = serde_json::to_string(&user.roles).unwrap_or_else(|_| "[]".into());
         self.insert_name("SELECT 1 FROM api_keys WHERE name = ?1", &user.name, |tx| {
             tx.execute(
-                "INSERT INTO users (name, password_hash, roles, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![user.name, user.password_hash, roles, user.disabled, user.created_at],
+                "INSERT INTO users (name, password_hash, roles, disabled, created_at, provider) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![user.name, user.password_hash, roles, user.disabled, user.created_at, user.provider],
             )
         })
+    }
+
+    fn upsert_provider_user(&self, user: &User) -> Result<User, StoreError> {
+        let roles = serde_json::to_string(&user.roles).unwrap_or_else(|_| "[]".into());
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let key_clash = tx
+            .query_row(
+                "SELECT 1 FROM api_keys WHERE name = ?1",
+                params![user.name],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(unavailable)?;
+        let existing: Option<Option<String>> = tx
+            .query_row(
+                "SELECT provider FROM users WHERE name = ?1",
+                params![user.name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(unavailable)?;
+        match existing {
+            _ if key_clash.is_some() => return Err(StoreError::Conflict),
+            None => tx.execute(
+                "INSERT INTO users (name, password_hash, roles, disabled, created_at, provider) VALUES (?1, '', ?2, 0, ?3, ?4)",
+                params![user.name, roles, user.created_at, user.provider],
+            ),
+            Some(provider) if provider.is_some() && provider == user.provider => tx.execute(
+                "UPDATE users SET roles = ?2 WHERE name = ?1",
+                params![user.name, roles],
+            ),
+            Some(_) => return Err(StoreError::Conflict),
+        }
+        .map_err(unavailable)?;
+        let stored = tx
+            .query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
+                params![user.name],
+                user_from_row,
+            )
+            .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(stored)
     }
 
     fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
@@ -305,9 +360,7 @@ impl Store for SqliteStore {
     fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
         self.conn()
             .query_row(
-                "SELECT name, password_hash, roles, disabled, created_at,
-                        (SELECT max(until) FROM revocations WHERE kind = 'user' AND subject = users.name)
-                 FROM users WHERE name = ?1",
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
                 params![name],
                 user_from_row,
             )
@@ -318,11 +371,7 @@ impl Store for SqliteStore {
     fn users(&self) -> Result<Vec<User>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(
-                "SELECT name, password_hash, roles, disabled, created_at,
-                        (SELECT max(until) FROM revocations WHERE kind = 'user' AND subject = users.name)
-                 FROM users ORDER BY name",
-            )
+            .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
             .map_err(unavailable)?;
         let users = stmt
             .query_map([], user_from_row)
@@ -576,6 +625,7 @@ mod tests {
             disabled: false,
             created_at: 1,
             revoked_before: None,
+            provider: None,
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.db");
