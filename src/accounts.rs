@@ -262,7 +262,11 @@ impl Accounts {
         } else {
             None
         };
-        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        // A provider's user has no password: checked against the dummy, like nobody.
+        let hash = user
+            .as_ref()
+            .filter(|u| u.provider.is_none())
+            .map(|u| u.password_hash.clone());
         let matches = self
             .passwords
             .verify(creds.password, hash)
@@ -280,6 +284,49 @@ impl Accounts {
                 return Err(Error::InvalidCredentials);
             }
         };
+        self.open_session(&user, ip, csrf, "password").await
+    }
+
+    /// A login through `[[browser.provider]]` `provider`, whose ID token named `name` with
+    /// `roles`: the user created or updated as that provider's, then a cookie session as
+    /// for a password login. A name that is a local user's or another provider's is
+    /// refused (409): an identity provider never takes over an account it did not make.
+    pub(crate) async fn sign_in_provider(
+        &self,
+        provider: &str,
+        name: String,
+        roles: Vec<String>,
+        ip: IpAddr,
+    ) -> Result<Session, Error> {
+        check_username(&name)?;
+        let user = User {
+            provider: Some(provider.to_owned()),
+            ..User::new(name, String::new(), roles, now_secs())
+        };
+        let user = match self.blocking(move |s| s.upsert_provider_user(&user)).await {
+            Ok(user) => user,
+            Err(refused) => {
+                self.metrics.login("failed");
+                return Err(refused);
+            }
+        };
+        if user.disabled {
+            self.metrics.login("failed");
+            audit("login_failed", &user.name, ip);
+            return Err(Error::InvalidCredentials);
+        }
+        self.open_session(&user, ip, true, provider).await
+    }
+
+    /// A new refresh family for `user`, who has just proven who they are (by `method`: a
+    /// password or a provider's name), and its first tokens.
+    async fn open_session(
+        &self,
+        user: &User,
+        ip: IpAddr,
+        csrf: bool,
+        method: &str,
+    ) -> Result<Session, Error> {
         // A revocation refuses every token issued up to its (whole) second; a login right
         // after one waits for that second to pass, so its tokens are not born revoked.
         let revoked_before = user
@@ -294,9 +341,9 @@ impl Accounts {
             user: user.name.clone(),
             exp: now + self.issuer.refresh_ttl(),
         };
-        // The password was entered now: both tokens say so, and every refresh carries it on.
+        // The login happened now: both tokens say so, and every refresh carries it on.
         let csrf = csrf.then(random_uuid);
-        let access = self.access_token(&user, now, true, Some(now), csrf.as_deref())?;
+        let access = self.access_token(user, now, true, Some(now), csrf.as_deref())?;
         let refresh_jwt = self.refresh_token(
             &user.name,
             &refresh.jti,
@@ -308,12 +355,27 @@ impl Accounts {
         let first = refresh.clone();
         self.blocking(move |s| s.start_family(&first, now)).await?;
         self.metrics.login("ok");
-        audit("login_ok", &user.name, ip);
+        tracing::info!(target: "authgate::audit", event = "login_ok", user = %Untrusted(&user.name), ip = %ip, method = %Untrusted(method));
         Ok(Session {
             access,
             refresh: refresh_jwt,
             csrf,
         })
+    }
+
+    /// Signs a browser's state for a round trip elsewhere (see [`Issuer::state_token`]).
+    pub(crate) fn state_token(
+        &self,
+        kind: &str,
+        sub: &str,
+        jti: &str,
+        lifetime: i64,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, Error> {
+        let now = now_secs();
+        self.issuer
+            .state_token(kind, sub, jti, now, now + lifetime, extra)
+            .map_err(Error::Signing)
     }
 
     async fn refresh(

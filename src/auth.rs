@@ -283,6 +283,11 @@ impl Authenticator {
         Ok(Outcome::Caller(caller))
     }
 
+    /// The `[[issuer]]` of this name (a `[[browser.provider]]`'s).
+    pub(crate) fn issuer_named(&self, name: &str) -> Option<&Arc<IssuerKeys>> {
+        self.issuers.by_name(name)
+    }
+
     /// The `[[issuer]]` a token's (unverified) `iss` names; `None` for the gateway's own
     /// tokens and unknown issuers, which the local verifier refuses as today. Without any
     /// `[[issuer]]` the payload is not even looked at.

@@ -11,8 +11,10 @@
 //! | `redirect` | which `?rd=` targets a login may send the browser back to |
 //! | `page` | the login and logout pages, and their Content-Security-Policy |
 //! | `renewals` | one refresh per expired session at a time, shared with its burst |
+//! | `oidc` | "Log in with ..." an OpenID provider: the code flow, start and callback |
 
 pub(crate) mod cookies;
+mod oidc;
 mod page;
 mod redirect;
 mod renewals;
@@ -33,6 +35,7 @@ use crate::error::Error;
 use crate::jwt::CSRF_CLAIM;
 
 use cookies::CookieJar;
+use oidc::Flows;
 use page::Pages;
 use renewals::Renewals;
 
@@ -52,6 +55,8 @@ pub(crate) struct BrowserSessions {
     login_path: String,
     logout_path: String,
     renewals: Renewals,
+    /// `[[browser.provider]]`: logins through an OpenID provider.
+    flows: Flows,
 }
 
 /// The login form's fields.
@@ -77,13 +82,19 @@ struct LogoutForm {
 pub(crate) enum Page {
     Login,
     Logout,
+    /// `GET /auth/oidc/start`: off to a provider's login.
+    ProviderStart,
+    /// `GET /auth/oidc/callback`: back from it.
+    ProviderCallback,
 }
 
 impl Page {
     /// The account endpoint it stands beside, for metrics and the access log.
     pub(crate) fn endpoint(self) -> crate::accounts::Endpoint {
         match self {
-            Page::Login => crate::accounts::Endpoint::Login,
+            Page::Login | Page::ProviderStart | Page::ProviderCallback => {
+                crate::accounts::Endpoint::Login
+            }
             Page::Logout => crate::accounts::Endpoint::Logout,
         }
     }
@@ -92,12 +103,19 @@ impl Page {
 impl BrowserSessions {
     pub(crate) fn new(config: &Config) -> Option<BrowserSessions> {
         let settings = config.browser.clone()?;
+        let flows = Flows::new(&settings.providers);
         Some(BrowserSessions {
             jar: CookieJar::new(&settings),
-            pages: Pages::new(&settings.title, &settings.allowed_redirect_hosts),
+            pages: Pages::new(
+                &settings.title,
+                &settings.allowed_redirect_hosts,
+                flows.names(),
+                oidc::START_PATH,
+            ),
             login_path: config.accounts.paths.login.clone(),
             logout_path: config.accounts.paths.logout.clone(),
             renewals: Renewals::new(),
+            flows,
             settings,
         })
     }
@@ -105,6 +123,14 @@ impl BrowserSessions {
     /// The page a request is for: `GET` of the login or logout path, or a form `POST` to
     /// them (a JSON login or a Bearer logout stays with the account endpoints).
     pub(crate) fn page(&self, req: &Request<Incoming>, path: &str) -> Option<Page> {
+        let get = matches!(*req.method(), Method::GET | Method::HEAD);
+        if !self.settings.providers.is_empty() && get {
+            match path {
+                oidc::START_PATH => return Some(Page::ProviderStart),
+                oidc::CALLBACK_PATH => return Some(Page::ProviderCallback),
+                _ => {}
+            }
+        }
         let page = if path == self.login_path {
             Page::Login
         } else if path == self.logout_path {
@@ -119,12 +145,14 @@ impl BrowserSessions {
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
         let by_cookie = page == Page::Logout && cookies::has_session(req.headers());
         match *req.method() {
-            Method::GET | Method::HEAD => Some(page),
+            _ if get => Some(page),
             Method::POST if is_form || by_cookie => Some(page),
             _ => None,
         }
     }
 
+    /// `https`: the browser reached this gateway over https (here, or at a trusted proxy
+    /// in front), which a provider's redirect URI must say.
     pub(crate) async fn handle(
         &self,
         page: Page,
@@ -132,6 +160,7 @@ impl BrowserSessions {
         accounts: &Accounts,
         auth: &Authenticator,
         ip: IpAddr,
+        https: bool,
     ) -> Result<Response<Body>, Error> {
         let get = matches!(*req.method(), Method::GET | Method::HEAD);
         let mut response = match (page, get) {
@@ -142,6 +171,8 @@ impl BrowserSessions {
             (Page::Login, false) => self.login(req, accounts, ip).await?,
             (Page::Logout, true) => self.logout_page(req.headers()),
             (Page::Logout, false) => self.logout(req, accounts, auth, ip).await?,
+            (Page::ProviderStart, _) => self.provider_start(&req, accounts, auth, https)?,
+            (Page::ProviderCallback, _) => self.provider_callback(&req, accounts, auth, ip).await,
         };
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -215,6 +246,74 @@ impl BrowserSessions {
             self.jar.clear(cookies::LOGIN_CSRF, true),
         );
         Ok(response)
+    }
+
+    /// Off to the provider's login, with the flow's cookie.
+    fn provider_start(
+        &self,
+        req: &Request<Incoming>,
+        accounts: &Accounts,
+        auth: &Authenticator,
+        https: bool,
+    ) -> Result<Response<Body>, Error> {
+        let query = req.uri().query();
+        let provider = query_param(query, "provider").unwrap_or_default();
+        let rd = query_param(query, "rd").unwrap_or_default();
+        let host = crate::head::host(req).ok_or(Error::BadRequest(
+            "a login needs the Host this gateway is reached by",
+        ))?;
+        let origin = format!("{}://{host}", if https { "https" } else { "http" });
+        let begun = self.flows.start(
+            &provider,
+            &rd,
+            &origin,
+            &self.settings.allowed_redirect_hosts,
+            accounts,
+            auth,
+        )?;
+        let mut response = Response::new(crate::body::empty());
+        *response.status_mut() = StatusCode::FOUND;
+        let location = HeaderValue::from_str(&begun.location)
+            .map_err(|_| Error::Internal("the provider's login URL is not a header value"))?;
+        response.headers_mut().insert(header::LOCATION, location);
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            self.jar
+                .set(cookies::OIDC_FLOW, &begun.cookie, oidc::FLOW_SECONDS, true),
+        );
+        Ok(response)
+    }
+
+    /// Back from the provider: logged in and sent on to where the login began, or the
+    /// login page again with why not (the flow's cookie is spent either way).
+    async fn provider_callback(
+        &self,
+        req: &Request<Incoming>,
+        accounts: &Accounts,
+        auth: &Authenticator,
+        ip: IpAddr,
+    ) -> Response<Body> {
+        let flow = cookies::get(req.headers(), cookies::OIDC_FLOW);
+        let finished = self
+            .flows
+            .finish(req.uri().query(), flow, accounts, auth, ip)
+            .await;
+        let mut response = match finished {
+            Ok((session, rd)) => {
+                let mut response = see_other(&rd);
+                self.set_session(response.headers_mut(), &session, accounts.refresh_ttl());
+                response
+            }
+            Err(refused) => {
+                tracing::info!(target: "authgate::audit", event = "provider_login_failed", reason = refused.code(), ip = %ip);
+                let message = format!("{} ({})", refused.description(), refused.code());
+                self.login_page("", Some(&message), refused.status())
+            }
+        };
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, self.jar.clear(cookies::OIDC_FLOW, true));
+        response
     }
 
     /// The form logout: the session's own `csrf` in the form (or `X-CSRF-TOKEN`), from
@@ -357,7 +456,7 @@ impl BrowserSessions {
 
     /// 302 to the login page, to come back to `path_and_query` after.
     pub(crate) fn to_login(&self, path_and_query: &str) -> Response<Body> {
-        let rd: String = form_urlencoded_byte_serialize(path_and_query);
+        let rd: String = form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
         let mut response = Response::new(crate::body::empty());
         *response.status_mut() = StatusCode::FOUND;
         if let Ok(location) = HeaderValue::from_str(&format!("{}?rd={rd}", self.login_path)) {
@@ -395,11 +494,4 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .ok()?
         .into_iter()
         .find_map(|(k, v)| (k == name).then_some(v))
-}
-
-/// `text` percent-encoded for a query value.
-fn form_urlencoded_byte_serialize(text: &str) -> String {
-    serde_urlencoded::to_string([("", text)])
-        .map(|pair| pair.trim_start_matches('=').to_owned())
-        .unwrap_or_default()
 }

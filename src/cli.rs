@@ -543,10 +543,12 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), CliError> {
         UserCommand::List => {
             for user in store.users()? {
                 println!(
-                    "{}\troles={}\t{}",
+                    "{}\troles={}\t{}\tlogin={}",
                     user.name,
                     user.roles.join(","),
-                    if user.disabled { "disabled" } else { "enabled" }
+                    if user.disabled { "disabled" } else { "enabled" },
+                    user.provider
+                        .map_or_else(|| "password".to_owned(), |p| format!("provider:{p}")),
                 );
             }
         }

@@ -35,7 +35,7 @@ use crate::routes::{
     normalize,
 };
 use crate::tls::{self, ClientAuth};
-pub use browser::{Browser, SameSite};
+pub use browser::{Browser, Provider, SameSite};
 pub use issuers::{
     Bearer, DEFAULT_ISSUER_ALGORITHMS, DEFAULT_JWKS_TIMEOUT, ExternalIssuer, JwksSource,
 };
@@ -703,7 +703,7 @@ impl Ctx<'_> {
                 "the admin listener must not share the public listener's address",
             );
         }
-        let browser = self.browser(raw.browser.as_ref(), store.is_some());
+        let browser = self.browser(raw.browser.as_ref(), store.is_some(), &issuers);
         let error_body = match raw.compat.error_body.as_ref() {
             None => ErrorBody::Rfc6750,
             Some(value) => match value.get_ref().as_str() {

@@ -50,12 +50,22 @@ pub enum Error {
     CsrfFailed,
     #[error("wrong username or password")]
     InvalidCredentials,
+    /// An OpenID Connect callback whose `state` is missing, not this browser's, or used.
+    #[error("the login's state is wrong or used")]
+    LoginState,
+    /// An OpenID Connect login the provider's answer does not prove.
+    #[error("the identity provider's login is refused: {0}")]
+    ProviderLogin(&'static str),
     #[error("the username is taken")]
     UsernameTaken,
     #[error("registration is closed")]
     RegistrationClosed,
     #[error("too many attempts")]
     RateLimited { retry_after: u64 },
+    /// An identity provider that cannot be asked now (its discovery not fetched yet, its
+    /// token endpoint down).
+    #[error("the identity provider is unavailable")]
+    ProviderUnavailable,
 
     // --- the upstream ---
     #[error("upstream {upstream} could not be reached")]
@@ -120,7 +130,8 @@ impl Error {
             Error::Path(_)
             | Error::BadRequest(_)
             | Error::InvalidInput(_)
-            | Error::ConflictingCredentials => StatusCode::BAD_REQUEST,
+            | Error::ConflictingCredentials
+            | Error::LoginState => StatusCode::BAD_REQUEST,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -128,6 +139,7 @@ impl Error {
             Error::MissingToken
             | Error::InvalidToken(_)
             | Error::InvalidCredentials
+            | Error::ProviderLogin(_)
             | Error::MissingClientCertificate => StatusCode::UNAUTHORIZED,
             Error::InsufficientScope
             | Error::RegistrationClosed
@@ -138,7 +150,8 @@ impl Error {
             Error::StoreUnavailable(_) | Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamUnreachable { .. }
             | Error::UpstreamFailed { .. }
-            | Error::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
+            | Error::UpstreamInvalid { .. }
+            | Error::ProviderUnavailable => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) | Error::TaskFailed(_) | Error::Signing(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -165,11 +178,14 @@ impl Error {
             | Error::MissingClientCertificate
             | Error::UnknownClientCertificate
             | Error::CsrfFailed
+            | Error::LoginState
+            | Error::ProviderLogin(_)
             | Error::RateLimited { .. } => Fault::Auth,
             Error::UpstreamUnreachable { .. }
             | Error::UpstreamFailed { .. }
             | Error::UpstreamInvalid { .. }
-            | Error::UpstreamTimeout { .. } => Fault::Upstream,
+            | Error::UpstreamTimeout { .. }
+            | Error::ProviderUnavailable => Fault::Upstream,
             Error::StoreUnavailable(_)
             | Error::Busy
             | Error::Internal(_)
@@ -189,6 +205,8 @@ impl Error {
             Error::MissingClientCertificate => Some("missing_client_certificate"),
             Error::UnknownClientCertificate => Some("unknown_client_certificate"),
             Error::CsrfFailed => Some("csrf_failed"),
+            Error::LoginState => Some("login_state"),
+            Error::ProviderLogin(_) => Some("provider_login"),
             Error::RateLimited { .. } => Some("rate_limited"),
             _ => None,
         }
@@ -228,6 +246,9 @@ impl Error {
             Error::MissingClientCertificate => "client_certificate_required",
             Error::UnknownClientCertificate => "unknown_client_certificate",
             Error::CsrfFailed => "csrf_failed",
+            Error::LoginState => "invalid_state",
+            Error::ProviderLogin(_) => "login_failed",
+            Error::ProviderUnavailable => "provider_unavailable",
             Error::UpstreamUnreachable { .. }
             | Error::UpstreamFailed { .. }
             | Error::UpstreamInvalid { .. } => "bad_gateway",
@@ -240,7 +261,10 @@ impl Error {
     pub fn description(&self) -> &'static str {
         match self {
             Error::Path(e) => e.description(),
-            Error::BadRequest(what) | Error::InvalidInput(what) | Error::Internal(what) => what,
+            Error::BadRequest(what)
+            | Error::InvalidInput(what)
+            | Error::Internal(what)
+            | Error::ProviderLogin(what) => what,
             Error::TaskFailed(_) => "a task of the gateway failed",
             Error::Signing(_) => "token signing failed",
             Error::MethodNotAllowed(_) => "this endpoint does not take this method",
@@ -266,6 +290,10 @@ impl Error {
             Error::CsrfFailed => {
                 "a request with session cookies must come from this site and send X-CSRF-TOKEN"
             }
+            Error::LoginState => {
+                "this login was not started in this browser, or was finished already; start again"
+            }
+            Error::ProviderUnavailable => "the identity provider cannot be reached; retry later",
             Error::UpstreamUnreachable { .. } => "the upstream could not be reached",
             Error::UpstreamFailed { .. } => "the upstream closed the connection without answering",
             Error::UpstreamTimeout { .. } => "the upstream did not answer in time",

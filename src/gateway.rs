@@ -209,7 +209,8 @@ impl Gateway {
         {
             log.answered = Answered::Own(page.endpoint());
             let ip = self.trusted_proxies.client_ip(req.headers(), seen.peer);
-            return Box::pin(browser.handle(page, req, accounts, &self.auth, ip)).await;
+            let https = seen.peer.tls || (seen.trusted && forwarded_https(req.headers()));
+            return Box::pin(browser.handle(page, req, accounts, &self.auth, ip, https)).await;
         }
         if let Some(accounts) = &self.accounts
             && let Some(endpoint) = accounts.endpoint(path)
@@ -375,6 +376,13 @@ impl Gateway {
         }
         error.to_response_as(self.config.error_body)
     }
+}
+
+/// A trusted proxy in front says the browser reached it over https.
+fn forwarded_https(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(&crate::headers::X_FORWARDED_PROTO)
+        .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
 /// What became of a request whose credential was refused, for a browser.

@@ -15,11 +15,14 @@
 mod fetch;
 mod jwks;
 
+pub(crate) use fetch::LoginEndpoints;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use base64::Engine as _;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -84,6 +87,27 @@ impl Issuers {
     pub(crate) fn by_iss(&self, iss: &str) -> Option<&Arc<IssuerKeys>> {
         self.all.iter().find(|issuer| issuer.config.issuer == iss)
     }
+
+    /// The issuer of this `[[issuer]] name`.
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<IssuerKeys>> {
+        self.all.iter().find(|issuer| issuer.config.name == name)
+    }
+}
+
+/// Why a code could not be redeemed at a provider's token endpoint.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RedeemError {
+    /// The provider said no (an expired, reused or foreign code): the login fails.
+    #[error("the token endpoint refused the code ({status}, {code})")]
+    Refused {
+        status: http::StatusCode,
+        code: String,
+    },
+    /// The provider could not be asked, or answered nonsense.
+    #[error(transparent)]
+    Unavailable(#[from] fetch::JwksError),
+    #[error("the token endpoint's answer has no id_token")]
+    NoIdToken,
 }
 
 /// The keys the last good fetch brought, and when.
@@ -92,6 +116,8 @@ struct KeySet {
     keys: Vec<Key>,
     /// Seconds since the epoch; `None` before the first good fetch.
     fetched_at: Option<i64>,
+    /// The login endpoints its discovery document named.
+    login: Option<LoginEndpoints>,
 }
 
 /// One issuer: its config, its current keys, and the state of its fetches.
@@ -146,7 +172,103 @@ impl IssuerKeys {
         let payload = verified_payload(token, &set.keys)?;
         let claims: Map<String, Value> =
             serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
-        map_claims(&self.config, claims, extra)
+        map_claims(&self.config, claims, extra, &self.config.audiences)
+    }
+
+    /// An ID token of a login through this issuer (OpenID Connect Core §3.1.3.7): signed
+    /// by its keys (one refetch for a new `kid`), from it, for `client_id` (and, with
+    /// several audiences, authorized for it). The `nonce` is kept in `extra` for the
+    /// caller to compare; times are the caller's to check.
+    pub(crate) async fn verify_id_token(
+        self: &Arc<Self>,
+        token: &str,
+        client_id: &str,
+    ) -> Result<Claims, TokenError> {
+        let wanted = ["nonce".to_owned(), "azp".to_owned()];
+        let audience = [client_id.to_owned()];
+        let verify = || -> Result<Claims, TokenError> {
+            let set = self.keys.load();
+            let payload = verified_payload(token, &set.keys)?;
+            let claims: Map<String, Value> =
+                serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+            map_claims(&self.config, claims, &wanted, &audience)
+        };
+        let claims = match verify() {
+            Err(TokenError::UnknownKey) => {
+                self.refetch().await;
+                verify()?
+            }
+            other => other?,
+        };
+        let several = claims.aud.as_ref().is_some_and(|aud| match aud {
+            OneOrMany::One(_) => false,
+            OneOrMany::Many(all) => all.len() > 1,
+        });
+        let azp = claims.extra.get("azp").and_then(Value::as_str);
+        if (several || azp.is_some()) && azp != Some(client_id) {
+            return Err(TokenError::WrongAudience);
+        }
+        Ok(claims)
+    }
+
+    /// The `iss` its tokens carry.
+    pub(crate) fn iss(&self) -> &str {
+        &self.config.issuer
+    }
+
+    /// The authorization and token endpoints its discovery document named, once fetched.
+    pub(crate) fn login_endpoints(&self) -> Option<LoginEndpoints> {
+        self.keys.load().login.clone()
+    }
+
+    /// Redeems an authorization code at the token endpoint (RFC 6749 §4.1.3, with the
+    /// PKCE verifier of RFC 7636 §4.5, the client authenticated by HTTP Basic): the ID
+    /// token, unverified. Bounded by the issuer's timeout.
+    pub(crate) async fn redeem_code(
+        &self,
+        token_endpoint: &http::Uri,
+        client: (&str, &str),
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<String, RedeemError> {
+        let form = serde_urlencoded::to_string([
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", verifier),
+        ])
+        .unwrap_or_default();
+        // RFC 6749 §2.3.1: the id and secret are form-encoded before they are joined.
+        let (id, secret) = client;
+        let encoded =
+            |text: &str| form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            encoded(id),
+            encoded(secret)
+        ));
+        let (status, body) = self
+            .fetcher
+            .post_form(token_endpoint, &basic, form, self.config.timeout)
+            .await?;
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            id_token: Option<String>,
+            error: Option<String>,
+        }
+        let answer: Option<Answer> = serde_json::from_slice(&body).ok();
+        if status != http::StatusCode::OK {
+            // Only the provider's error code: its description may echo what was sent.
+            let code = answer
+                .and_then(|a| a.error)
+                .filter(|code| crate::jwt::is_forwardable(code) && code.len() <= 64)
+                .unwrap_or_else(|| "-".to_owned());
+            return Err(RedeemError::Refused { status, code });
+        }
+        answer
+            .and_then(|a| a.id_token)
+            .ok_or(RedeemError::NoIdToken)
     }
 
     /// Asked by a request whose token names a `kid` this issuer has not got: starts a
@@ -204,6 +326,7 @@ impl IssuerKeys {
                 self.keys.store(Arc::new(KeySet {
                     keys: fetched.keys,
                     fetched_at: Some(crate::jwt::now_secs()),
+                    login: fetched.login,
                 }));
                 self.metrics.jwks_fetch(&self.label, true);
                 Some(fetched.max_age)
@@ -267,6 +390,7 @@ fn map_claims(
     issuer: &ExternalIssuer,
     mut all: Map<String, Value>,
     extra: &[String],
+    audiences: &[String],
 ) -> Result<Claims, TokenError> {
     if all.get("iss").and_then(Value::as_str) != Some(issuer.issuer.as_str()) {
         return Err(TokenError::WrongIssuer);
@@ -276,7 +400,7 @@ fn map_claims(
         .and_then(|v| serde_json::from_value(v.clone()).ok());
     if !aud
         .as_ref()
-        .is_some_and(|aud| issuer.audiences.iter().any(|a| aud.contains(a)))
+        .is_some_and(|aud| audiences.iter().any(|a| aud.contains(a)))
     {
         return Err(TokenError::WrongAudience);
     }
@@ -397,8 +521,13 @@ mod tests {
             "exp": 2_000_000_000, "iat": 1_999_999_000, "jti": "j-1",
             "email": "alice@example.com",
         });
-        let claims =
-            map_claims(&corp(), object(token.clone()), &["email".to_owned()]).expect("claims");
+        let claims = map_claims(
+            &corp(),
+            object(token.clone()),
+            &["email".to_owned()],
+            &corp().audiences,
+        )
+        .expect("claims");
         assert_eq!(claims.sub, "alice");
         assert_eq!(claims.roles.as_slice(), ["admin"]);
         assert_eq!(claims.exp, Some(2_000_000_000));
@@ -409,7 +538,7 @@ mod tests {
         let with = |key: &str, value: Value| {
             let mut token = object(token.clone());
             token.insert(key.to_owned(), value);
-            map_claims(&corp(), token, &[])
+            map_claims(&corp(), token, &[], &corp().audiences)
         };
         assert_eq!(
             with("aud", json!("account")).err(),
@@ -436,6 +565,7 @@ mod tests {
         issuer.keys.store(Arc::new(KeySet {
             keys: Vec::new(),
             fetched_at: Some(now - MAX_STALENESS_SECS - 1),
+            login: None,
         }));
         assert_eq!(
             issuer.verify("a.b.c", now, &[]).err(),
@@ -444,6 +574,7 @@ mod tests {
         issuer.keys.store(Arc::new(KeySet {
             keys: Vec::new(),
             fetched_at: Some(now - MAX_STALENESS_SECS),
+            login: None,
         }));
         assert_eq!(
             issuer.verify("a.b.c", now, &[]).err(),

@@ -915,7 +915,10 @@ async fn user_add_list_disable_and_enable_from_the_command_line() {
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(
         lines,
-        ["alice\troles=\tenabled", "root\troles=admin\tenabled"],
+        [
+            "alice\troles=\tenabled\tlogin=password",
+            "root\troles=admin\tenabled\tlogin=password"
+        ],
         "{list}"
     );
 

@@ -85,6 +85,23 @@ impl Issuer {
         self.signer.sign(&claims)
     }
 
+    /// A token of type `kind` that no endpoint takes as an access or refresh token: a
+    /// browser's state kept across a round trip elsewhere (an OpenID Connect login), signed
+    /// so every replica can read it back and no one can change it.
+    pub(crate) fn state_token(
+        &self,
+        kind: &str,
+        sub: &str,
+        jti: &str,
+        now: i64,
+        exp: i64,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, SignError> {
+        let mut claims = self.claims(sub, kind, jti.to_owned(), now, exp, None);
+        claims.extra = extra;
+        self.signer.sign(&claims)
+    }
+
     /// The timestamps are all `now` but `exp`; `csrf` for a cookie session's tokens.
     fn claims(
         &self,

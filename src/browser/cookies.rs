@@ -16,8 +16,18 @@ pub(crate) const CSRF_REFRESH: &str = "csrf_refresh_token";
 /// The login form's own double-submit value (login CSRF), short-lived.
 pub(crate) const LOGIN_CSRF: &str = "authgate_login_csrf";
 
+/// An OpenID Connect login under way (see `oidc`), short-lived.
+pub(crate) const OIDC_FLOW: &str = "authgate_oidc_flow";
+
 /// Every cookie of the gateway: none of them reaches an upstream.
-const OURS: [&str; 5] = [ACCESS, REFRESH, CSRF_ACCESS, CSRF_REFRESH, LOGIN_CSRF];
+const OURS: [&str; 6] = [
+    ACCESS,
+    REFRESH,
+    CSRF_ACCESS,
+    CSRF_REFRESH,
+    LOGIN_CSRF,
+    OIDC_FLOW,
+];
 
 /// Whether the request carries any of the gateway's session cookies.
 pub(crate) fn has_session(headers: &HeaderMap) -> bool {
@@ -178,6 +188,7 @@ mod tests {
             allowed_redirect_hosts: Vec::new(),
             title: "t".into(),
             hsts: std::time::Duration::ZERO,
+            providers: Vec::new(),
         });
         assert_eq!(
             jar.set(ACCESS, "tok", 60, true),

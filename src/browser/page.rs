@@ -12,12 +12,18 @@ label{display:block;font-weight:600;margin:.75rem 0 .25rem}\
 input[type=text],input[type=password]{box-sizing:border-box;width:100%;padding:.55rem .65rem;border:1px solid #c4c9d2;border-radius:6px;font:inherit}\
 input:focus{outline:2px solid #2f6fdf;outline-offset:1px}\
 button{margin-top:1.25rem;width:100%;padding:.6rem;border:0;border-radius:6px;background:#2f6fdf;color:#fff;font:inherit;font-weight:600;cursor:pointer}\
-p.error{background:#fdecea;color:#8a1c12;padding:.5rem .75rem;border-radius:6px;margin:0 0 .5rem}";
+p.error{background:#fdecea;color:#8a1c12;padding:.5rem .75rem;border-radius:6px;margin:0 0 .5rem}\
+p.or{text-align:center;color:#6b7380;margin:1.25rem 0 0}\
+a.provider{display:block;box-sizing:border-box;margin-top:.75rem;padding:.55rem;border:1px solid #c4c9d2;border-radius:6px;color:#1d2430;text-align:center;text-decoration:none;font-weight:600}\
+a.provider:hover{background:#f4f5f7}";
 
 /// What the pages need from the config and the request.
 #[derive(Debug)]
 pub(crate) struct Pages {
     title: String,
+    /// `[[browser.provider]]` names: a "Log in with" link each, to `start` with `?rd=`.
+    providers: Vec<String>,
+    start: String,
     /// The Content-Security-Policy of both pages.
     csp: String,
 }
@@ -25,7 +31,13 @@ pub(crate) struct Pages {
 impl Pages {
     /// `form_targets`: where a form may send the browser after posting (the login's
     /// allowed redirect hosts), besides this origin.
-    pub(crate) fn new(title: &str, form_targets: &[String]) -> Pages {
+    /// `providers` get a "Log in with" link each, to `start`.
+    pub(crate) fn new(
+        title: &str,
+        form_targets: &[String],
+        providers: Vec<String>,
+        start: &str,
+    ) -> Pages {
         let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, STYLE.as_bytes());
         let hash = base64::engine::general_purpose::STANDARD.encode(hash.as_ref());
         let mut form_action = String::from("'self'");
@@ -40,6 +52,8 @@ impl Pages {
         }
         Pages {
             title: escape(title),
+            providers,
+            start: start.to_owned(),
             csp: format!(
                 "default-src 'none'; style-src 'sha256-{hash}'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
             ),
@@ -65,12 +79,33 @@ impl Pages {
 <input id=\"username\" name=\"username\" type=\"text\" autocomplete=\"username\" required autofocus>\
 <label for=\"password\">Password</label>\
 <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-<button type=\"submit\">Sign in</button></form>",
+<button type=\"submit\">Sign in</button></form>{providers}",
                 action = escape(action),
                 rd = escape(rd),
                 csrf = escape(csrf),
+                providers = self.provider_links(rd),
             ),
         )
+    }
+
+    /// "Log in with ..." per provider; none, nothing.
+    fn provider_links(&self, rd: &str) -> String {
+        if self.providers.is_empty() {
+            return String::new();
+        }
+        let mut html = String::from("<p class=\"or\">or</p>");
+        for name in &self.providers {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("provider", name)
+                .append_pair("rd", rd)
+                .finish();
+            html.push_str(&format!(
+                "<a class=\"provider\" href=\"{href}\">Log in with {label}</a>",
+                href = escape(&format!("{}?{query}", self.start)),
+                label = escape(name),
+            ));
+        }
+        html
     }
 
     /// The logout button, posting to `action` with the session's `csrf`.
@@ -120,7 +155,12 @@ mod tests {
 
     #[test]
     fn the_page_escapes_what_it_shows_and_names_its_style_by_hash() {
-        let pages = Pages::new("Ex<ample> & \"Co\"", &[".corp.example".into()]);
+        let pages = Pages::new(
+            "Ex<ample> & \"Co\"",
+            &[".corp.example".into()],
+            vec!["corp<".into()],
+            "/auth/oidc/start",
+        );
         let html = pages.login("/auth/login", "/x?a=1&b=\"><script>", "c1", Some("Wrong"));
         assert!(
             html.contains("<h1>Ex&lt;ample&gt; &amp; &quot;Co&quot;</h1>"),
@@ -132,6 +172,10 @@ mod tests {
         );
         assert!(!html.contains("<script"), "{html}");
         assert!(html.contains("<label for=\"password\">"), "{html}");
+        assert!(
+            html.contains("href=\"/auth/oidc/start?provider=corp%3C&amp;rd=%2Fx%3Fa%3D1%26b%3D%22%3E%3Cscript%3E\">Log in with corp&lt;</a>"),
+            "{html}"
+        );
         assert!(
             pages
                 .csp()

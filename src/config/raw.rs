@@ -119,6 +119,17 @@ pub(super) struct RawBrowser {
     pub(super) allowed_redirect_hosts: Vec<Spanned<String>>,
     pub(super) title: Option<Spanned<String>>,
     pub(super) hsts: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) provider: Vec<RawProvider>,
+}
+
+/// `[[browser.provider]]`: "Log in with ..." by OpenID Connect.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawProvider {
+    pub(super) issuer: Spanned<String>,
+    pub(super) client_id: Spanned<String>,
+    pub(super) client_secret: Spanned<Source>,
+    pub(super) scopes: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

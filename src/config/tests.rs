@@ -2457,3 +2457,87 @@ const ISSUER_ERRORS: &[Refused] = &[
 fn issuer_errors() {
     check_refused(ISSUER_ERRORS);
 }
+
+// ---------------------------------------------------------------------------------------
+// [[browser.provider]]
+
+/// `[browser]` with one `[[browser.provider]]` of `provider` lines (from line 22), and
+/// the `[[issuer]]`s `corp` (discovery) and `static` (a JWKS URL) after it.
+fn with_provider(provider: &str) -> String {
+    format!(
+        "{}\n[[browser.provider]]\n{provider}\n\
+         [[issuer]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\ndiscovery = true\naudiences = [\"gw\"]\n\n\
+         [[issuer]]\nname = \"static\"\nissuer = \"https://static.example.com\"\njwks_uri = \"https://static.example.com/jwks\"\naudiences = [\"gw\"]\n",
+        with_browser("")
+    )
+}
+
+#[test]
+fn a_provider_loads_with_its_secret_and_default_scopes() {
+    let dir = Dir::new();
+    dir.write("oidc-secret", "s3cret\n");
+    let config = dir.ok(&with_provider(
+        "issuer = \"corp\"\nclient_id = \"gw\"\nclient_secret = { file = \"oidc-secret\" }\n",
+    ));
+    let browser = config.browser.expect("[browser]");
+    let [provider] = browser.providers.as_slice() else {
+        panic!("one provider: {:?}", browser.providers);
+    };
+    assert_eq!(provider.issuer, "corp");
+    assert_eq!(provider.client_id, "gw");
+    assert_eq!(provider.client_secret, "s3cret");
+    assert_eq!(provider.scopes, ["openid", "profile", "email"]);
+    assert!(
+        !format!("{provider:?}").contains("s3cret"),
+        "the secret stays out of Debug"
+    );
+}
+
+#[test]
+fn provider_errors() {
+    let dir = Dir::new();
+    let cases = [
+        (
+            "issuer = \"nobody\"\nclient_id = \"gw\"\nclient_secret = \"s\"\n",
+            "browser.provider[0].issuer",
+            "\"nobody\" is not the name of an [[issuer]]",
+        ),
+        (
+            "issuer = \"static\"\nclient_id = \"gw\"\nclient_secret = \"s\"\n",
+            "browser.provider[0].issuer",
+            "[[issuer]] \"static\" needs discovery = true: its login endpoints come from discovery",
+        ),
+        (
+            "issuer = \"corp\"\nclient_id = \"\"\nclient_secret = \"s\"\n",
+            "browser.provider[0].client_id",
+            "a client id is visible ASCII, not empty",
+        ),
+        (
+            "issuer = \"corp\"\nclient_id = \"gw\"\nclient_secret = \"s\"\nscopes = [\"profile\"]\n",
+            "browser.provider[0].scopes",
+            "scopes are words without spaces, and \"openid\" is one of them",
+        ),
+        (
+            "issuer = \"corp\"\nclient_id = \"gw\"\nclient_secret = { env = \"AUTHGATE_TEST_UNSET_SECRET\" }\n",
+            "browser.provider[0].client_secret",
+            "",
+        ),
+    ];
+    for (provider, key, message) in cases {
+        let errors = dir.errors(&with_provider(provider));
+        assert_eq!(errors.len(), 1, "{provider}: {errors:#?}");
+        assert_eq!(errors[0].key, key, "{provider}");
+        assert!(
+            errors[0].message.contains(message),
+            "{provider}: {errors:#?}"
+        );
+        assert!(errors[0].line.is_some(), "{provider}");
+    }
+    let twice = format!(
+        "{}\n[[browser.provider]]\nissuer = \"corp\"\nclient_id = \"gw2\"\nclient_secret = \"s\"\n",
+        with_provider("issuer = \"corp\"\nclient_id = \"gw\"\nclient_secret = \"s\"\n")
+    );
+    let errors = dir.errors(&twice);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].key, "browser.provider[1].issuer");
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt as _, Empty, Limited};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -45,8 +45,8 @@ pub(crate) enum JwksError {
     },
     #[error("the discovery document names issuer {found:?}, not the configured one")]
     WrongIssuer { found: String },
-    #[error("the discovered jwks_uri {0:?} is not an https URL")]
-    InsecureJwksUri(String),
+    #[error("the discovered endpoint {0:?} is not an https URL")]
+    InsecureUri(String),
     #[error("cannot read the bearer token file {path}")]
     Bearer {
         path: String,
@@ -63,12 +63,22 @@ pub(super) struct Fetched {
     pub(super) keys: Vec<Key>,
     pub(super) skipped: usize,
     pub(super) max_age: Option<Duration>,
+    /// From the discovery document, when there is one that names both.
+    pub(super) login: Option<LoginEndpoints>,
+}
+
+/// Where a browser is sent to log in, and where its code is redeemed (OpenID Connect
+/// Discovery §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LoginEndpoints {
+    pub(crate) authorization: Uri,
+    pub(crate) token: Uri,
 }
 
 /// The HTTP client of one issuer: its TLS trust, HTTP/1.1 and HTTP/2 by ALPN.
 #[derive(Debug)]
 pub(super) struct Fetcher {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Fetcher {
@@ -96,15 +106,15 @@ impl Fetcher {
     }
 
     async fn fetch_unbounded(&self, issuer: &ExternalIssuer) -> Result<Fetched, JwksError> {
-        let (jwks_uri, bearer) = match &issuer.jwks {
-            JwksSource::Uri(uri) => (uri.clone(), true),
+        let (jwks_uri, bearer, login) = match &issuer.jwks {
+            JwksSource::Uri(uri) => (uri.clone(), true, None),
             JwksSource::Discovery(url) => {
                 let (body, _) = self.get(url, bearer_token(issuer)?.as_deref()).await?;
-                let uri = discovered_jwks_uri(issuer, url, &body)?;
+                let discovered = discover(issuer, url, &body)?;
                 // The bearer goes where the configured URL pointed, never to another host a
                 // document named.
-                let same_host = uri.authority() == url.authority();
-                (uri, same_host)
+                let same_host = discovered.jwks_uri.authority() == url.authority();
+                (discovered.jwks_uri, same_host, discovered.login)
             }
         };
         let token = if bearer { bearer_token(issuer)? } else { None };
@@ -118,7 +128,29 @@ impl Fetcher {
             keys,
             skipped,
             max_age,
+            login,
         })
+    }
+
+    /// A form POST with HTTP Basic client authentication (a token request, RFC 6749
+    /// §4.1.3), within `timeout`: the status and the (bounded) body, whatever the status.
+    pub(super) async fn post_form(
+        &self,
+        url: &Uri,
+        basic: &str,
+        form: String,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), JwksError> {
+        let request = Request::post(url.clone())
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::AUTHORIZATION, format!("Basic {basic}"))
+            .body(Full::new(Bytes::from(form)));
+        let send = self.send(url, request);
+        tokio::time::timeout(timeout, send)
+            .await
+            .map_err(|_| JwksError::Timeout(timeout))?
+            .map(|(status, _, body)| (status, body))
     }
 
     /// A GET answered 200, its body (bounded) and its `Cache-Control: max-age`.
@@ -131,7 +163,23 @@ impl Fetcher {
         if let Some(token) = bearer {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request.body(Empty::new()).map_err(|e| JwksError::Body {
+        let (status, max_age, body) = self.send(url, request.body(Full::default())).await?;
+        if status != StatusCode::OK {
+            return Err(JwksError::Status {
+                url: url.to_string(),
+                status,
+            });
+        }
+        Ok((body, max_age))
+    }
+
+    /// One request: its status, `Cache-Control: max-age` and body (bounded).
+    async fn send(
+        &self,
+        url: &Uri,
+        request: http::Result<Request<Full<Bytes>>>,
+    ) -> Result<(StatusCode, Option<Duration>, Bytes), JwksError> {
+        let request = request.map_err(|e| JwksError::Body {
             url: url.to_string(),
             source: e.into(),
         })?;
@@ -143,12 +191,7 @@ impl Fetcher {
                     url: url.to_string(),
                     source: Box::new(source),
                 })?;
-        if response.status() != StatusCode::OK {
-            return Err(JwksError::Status {
-                url: url.to_string(),
-                status: response.status(),
-            });
-        }
+        let status = response.status();
         let max_age = response
             .headers()
             .get(header::CACHE_CONTROL)
@@ -162,7 +205,7 @@ impl Fetcher {
                 source,
             })?
             .to_bytes();
-        Ok((body, max_age))
+        Ok((status, max_age, body))
     }
 }
 
@@ -181,13 +224,22 @@ fn bearer_token(issuer: &ExternalIssuer) -> Result<Option<String>, JwksError> {
     }
 }
 
-/// The `jwks_uri` of a discovery document whose `issuer` is the configured one (OpenID
-/// Connect Discovery §4.3), https (or http on the loopback host the document came from).
-fn discovered_jwks_uri(issuer: &ExternalIssuer, url: &Uri, body: &[u8]) -> Result<Uri, JwksError> {
+/// What a discovery document tells.
+struct Discovered {
+    jwks_uri: Uri,
+    login: Option<LoginEndpoints>,
+}
+
+/// The endpoints of a discovery document whose `issuer` is the configured one (OpenID
+/// Connect Discovery §4.3), each https (or http on the loopback host the document came
+/// from).
+fn discover(issuer: &ExternalIssuer, url: &Uri, body: &[u8]) -> Result<Discovered, JwksError> {
     #[derive(Deserialize)]
     struct Discovery {
         issuer: String,
         jwks_uri: String,
+        authorization_endpoint: Option<String>,
+        token_endpoint: Option<String>,
     }
     let document: Discovery =
         serde_json::from_slice(body).map_err(|source| JwksError::NotJson {
@@ -199,16 +251,28 @@ fn discovered_jwks_uri(issuer: &ExternalIssuer, url: &Uri, body: &[u8]) -> Resul
             found: document.issuer,
         });
     }
-    let uri: Uri = document
-        .jwks_uri
-        .parse()
-        .map_err(|_| JwksError::InsecureJwksUri(document.jwks_uri.clone()))?;
-    let plain_ok = url.scheme_str() == Some("http") && uri.host() == url.host();
-    match uri.scheme_str() {
-        Some("https") if uri.authority().is_some() => Ok(uri),
-        Some("http") if plain_ok => Ok(uri),
-        _ => Err(JwksError::InsecureJwksUri(document.jwks_uri)),
-    }
+    let secure = |text: &str| -> Result<Uri, JwksError> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|_| JwksError::InsecureUri(text.to_owned()))?;
+        let plain_ok = url.scheme_str() == Some("http") && uri.host() == url.host();
+        match uri.scheme_str() {
+            Some("https") if uri.authority().is_some() => Ok(uri),
+            Some("http") if plain_ok => Ok(uri),
+            _ => Err(JwksError::InsecureUri(text.to_owned())),
+        }
+    };
+    let login = match (&document.authorization_endpoint, &document.token_endpoint) {
+        (Some(authorization), Some(token)) => Some(LoginEndpoints {
+            authorization: secure(authorization)?,
+            token: secure(token)?,
+        }),
+        _ => None,
+    };
+    Ok(Discovered {
+        jwks_uri: secure(&document.jwks_uri)?,
+        login,
+    })
 }
 
 /// `max-age` of a `Cache-Control` value (`no-store` and `no-cache` count as zero).
